@@ -1,0 +1,1 @@
+"""Experiments: one file per experiment, found by module name (``exp_<name>``)."""

@@ -1,0 +1,348 @@
+"""The engine: train a cohort of runs as one compiled program.
+
+A *cohort* is a set of runs with identical shapes (model, dataset, batch size, epoch
+count). Its program is written for one run, ``vmap``-ed over the runs (the seed's
+key streams and every numeric hyperparameter are array axes) and spread over
+devices by :mod:`toolkit.parallel`; inside, ``lax.scan`` runs the steps and epochs.
+Training proceeds in chunks of epochs (one compiled chunk, reused), returning to
+Python between chunks for progress and bookkeeping.
+
+Everything per run lives in the carried state: parameters and optimizer state,
+the (possibly noisy) training labels, the best-validation snapshot for early
+stopping, and the flags ``active`` / ``diverged``. A run whose loss or parameters
+become non-finite (or explode past ``DIVERGED_LOSS``) is frozen at its last finite
+parameters and flagged; a run may also stop when its full-train loss first reaches
+``stop_train_loss`` (matched-loss comparisons). Its neighbours train on unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from toolkit import models
+from toolkit.data import Dataset, steps_per_epoch
+from toolkit.parallel import RunAxis, unpad
+
+#: Numeric hyperparameters that ride the run axis (one value per run).
+HPARAMS = (
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "dropout",
+    "label_noise",
+    "init_scale",
+    "stop_train_loss",
+)
+#: Independent random streams per run: init, data order, dropout masks, label noise.
+STREAMS = ("init", "order", "dropout", "noise")
+#: Per-evaluation metrics, in the order of the metrics arrays' last axis.
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+DIVERGED_LOSS = 1e4
+EVAL_CHUNK = 2048
+MAX_HISTORY_POINTS = 200
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """Everything that fixes a cohort's compiled program (shapes and code paths)."""
+
+    dataset: str
+    model: str
+    widths: tuple[int, ...]
+    activation: str
+    optimizer: str  # "sgd" (heavy-ball momentum), "nesterov" or "adam"
+    loss: str  # "ce" (softmax cross-entropy) or "mse" (0.5·||logits − onehot||²)
+    batch_size: int
+    epochs: int
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        return steps_per_epoch(num_train, self.batch_size)
+
+
+def schedule(epochs: int, max_points: int = MAX_HISTORY_POINTS, target_chunks: int = 20):
+    """(eval_every, evals_per_chunk): evaluations ≤ max_points, chunks ≈ target_chunks.
+
+    Both are divisors, so every chunk is the same compiled program.
+    """
+    divisors = [d for d in range(1, epochs + 1) if epochs % d == 0]
+    eval_every = next(d for d in divisors if epochs // d <= max_points)
+    num_evals = epochs // eval_every
+    per_chunk_cap = max(1, -(-num_evals // target_chunks))
+    evals_per_chunk = max(d for d in range(1, per_chunk_cap + 1) if num_evals % d == 0)
+    return eval_every, evals_per_chunk
+
+
+def _optimizer(name: str):
+    """An optax optimizer whose numeric hyperparameters live in its state (per run).
+
+    Weight decay is L2 added to the gradient before the update (coupled), as in
+    PyTorch's SGD ``weight_decay``; for Adam that is Adam + L2, not AdamW.
+    For Adam, ``momentum`` is the first-moment decay b1.
+    """
+
+    def factory(learning_rate, momentum, weight_decay):
+        if name == "adam":
+            direction = optax.scale_by_adam(b1=momentum)
+        elif name in ("sgd", "nesterov"):
+            direction = optax.trace(decay=momentum, nesterov=name == "nesterov")
+        else:
+            raise ValueError(f"unknown optimizer {name!r}; use 'sgd', 'nesterov' or 'adam'")
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay),
+            direction,
+            optax.scale_by_learning_rate(learning_rate),
+        )
+
+    return optax.inject_hyperparams(factory)
+
+
+def per_example_loss(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    if kind == "ce":
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if kind == "mse":
+        onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        return 0.5 * jnp.sum((logits - onehot) ** 2, axis=-1)
+    raise ValueError(f"unknown loss {kind!r}; use 'ce' or 'mse'")
+
+
+class Cohort:
+    """The compiled training program of one cohort, and the loop over its chunks."""
+
+    def __init__(self, spec: CohortSpec, data: Dataset, run_axis: RunAxis | None = None):
+        self.spec = spec
+        self.data = data
+        self.run_axis = run_axis or RunAxis()
+        self.model = models.build(spec.model, spec.widths, data.num_classes, spec.activation)
+        self.tx = _optimizer(spec.optimizer)
+        self.num_train = len(data.y_train)
+        self.steps_per_epoch = spec.steps_per_epoch(self.num_train)
+        self.eval_every, self.evals_per_chunk = schedule(spec.epochs)
+        self.num_chunks = spec.epochs // (self.eval_every * self.evals_per_chunk)
+        self.arrays = {
+            name: jnp.asarray(getattr(data, name))
+            for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+        }
+        self._init = self.run_axis.map_runs(self._init_run, num_run_args=2)
+        self._chunk = self.run_axis.map_runs(self._chunk_run, num_run_args=3)
+
+    # ----- pure per-run functions -------------------------------------------------
+    def loss(self, params, x, y, dropout_rate=0.0, key=None, weights=None):
+        """Mean loss of the model on (x, y); dropout on only when ``key`` is given."""
+        logits = self.model.apply(params, x, dropout_rate, key)
+        losses = per_example_loss(self.spec.loss, logits, y)
+        if weights is None:
+            return losses.mean()
+        return jnp.sum(losses * weights) / jnp.sum(weights)
+
+    def evaluate(self, params, x, y):
+        """(mean loss, accuracy) over a whole split in eval mode, in fixed-size chunks."""
+        n = x.shape[0]
+        chunk = min(EVAL_CHUNK, n)
+        num_chunks = -(-n // chunk)
+        pad = num_chunks * chunk - n
+        xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
+            num_chunks, chunk, *x.shape[1:]
+        )
+        ys = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(num_chunks, chunk)
+        valid = (jnp.arange(num_chunks * chunk) < n).reshape(num_chunks, chunk)
+
+        def body(totals, batch):
+            xb, yb, vb = batch
+            logits = self.model.apply(params, xb)
+            losses = per_example_loss(self.spec.loss, logits, yb)
+            correct = jnp.argmax(logits, -1) == yb
+            return totals + jnp.stack([jnp.sum(losses * vb), jnp.sum(correct * vb)]), None
+
+        totals, _ = jax.lax.scan(body, jnp.zeros(2, jnp.float32), (xs, ys, valid))
+        return totals / n
+
+    def _metrics(self, params, train_labels, arrays):
+        train = self.evaluate(params, arrays["x_train"], train_labels)
+        val = self.evaluate(params, arrays["x_val"], arrays["y_val"])
+        test = self.evaluate(params, arrays["x_test"], arrays["y_test"])
+        return jnp.concatenate([train, val, test])
+
+    def _init_run(self, keys, hparams, arrays):
+        params = self.model.init(keys["init"], arrays["x_train"][:1])
+        params = jax.tree_util.tree_map(lambda p: p * hparams["init_scale"], params)
+        opt_state = self.tx(
+            learning_rate=hparams["learning_rate"],
+            momentum=hparams["momentum"],
+            weight_decay=hparams["weight_decay"],
+        ).init(params)
+        y = arrays["y_train"]
+        flip_key, label_key = jax.random.split(keys["noise"])
+        flip = jax.random.uniform(flip_key, y.shape) < hparams["label_noise"]
+        random_labels = jax.random.randint(label_key, y.shape, 0, self.data.num_classes)
+        labels = jnp.where(flip, random_labels, y).astype(y.dtype)
+        metrics = self._metrics(params, labels, arrays)
+        return {
+            "params": params,
+            "opt_state": opt_state,
+            "labels": labels,
+            "epoch": jnp.int32(0),
+            "steps": jnp.int32(0),
+            "active": jnp.bool_(True),
+            "diverged": jnp.bool_(False),
+            "stopped_epoch": jnp.int32(-1),
+            "best_params": params,
+            "best_epoch": jnp.int32(0),
+            "best_metrics": metrics,
+        }, metrics
+
+    def _epoch(self, state, keys, hparams, arrays):
+        """One pass over the shuffled training set: ceil(N/B) steps, the last one short."""
+        n, b, num_steps = self.num_train, self.spec.batch_size, self.steps_per_epoch
+        epoch_key = jax.random.fold_in(keys["order"], state["epoch"])
+        order = jax.random.permutation(epoch_key, n)
+        padded = jnp.concatenate([order, jnp.zeros(num_steps * b - n, order.dtype)])
+        batches = padded.reshape(num_steps, b)
+        weights = (jnp.arange(num_steps * b) < n).reshape(num_steps, b).astype(jnp.float32)
+        dropout_epoch_key = jax.random.fold_in(keys["dropout"], state["epoch"])
+        tx = self.tx(learning_rate=0.0, momentum=0.0, weight_decay=0.0)  # values live in state
+
+        def step(carry, batch):
+            params, opt_state, active, diverged, steps = carry
+            index, w, step_in_epoch = batch
+            key = jax.random.fold_in(dropout_epoch_key, step_in_epoch)
+            xb, yb = arrays["x_train"][index], state["labels"][index]
+            loss, grads = jax.value_and_grad(self.loss)(params, xb, yb, hparams["dropout"], key, w)
+            updates, new_opt = tx.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            finite = jnp.isfinite(loss) & (loss < DIVERGED_LOSS) & _all_finite(new_params)
+            take = active & finite
+            params = _select(take, new_params, params)
+            opt_state = _select(take, new_opt, opt_state)
+            diverged = diverged | (active & ~finite)
+            return (params, opt_state, active & finite, diverged, steps + take), None
+
+        carry = (state["params"], state["opt_state"], state["active"], state["diverged"], state["steps"])
+        carry, _ = jax.lax.scan(step, carry, (batches, weights, jnp.arange(num_steps)))
+        params, opt_state, active, diverged, steps = carry
+        return {
+            **state,
+            "params": params,
+            "opt_state": opt_state,
+            "active": active,
+            "diverged": diverged,
+            "steps": steps,
+            "epoch": state["epoch"] + 1,
+        }
+
+    def _chunk_run(self, state, keys, hparams, arrays):
+        """``evals_per_chunk`` × (``eval_every`` epochs, then one evaluation)."""
+
+        def interval(state, _):
+            state = jax.lax.fori_loop(
+                0, self.eval_every, lambda _, s: self._epoch(s, keys, hparams, arrays), state
+            )
+            metrics = self._metrics(state["params"], state["labels"], arrays)
+            exploded = ~jnp.all(jnp.isfinite(metrics)) | (metrics[0] >= DIVERGED_LOSS)
+            diverged = state["diverged"] | (state["active"] & exploded)
+            active = state["active"] & ~exploded
+            better = active & (metrics[2] < state["best_metrics"][2])
+            reached = active & (metrics[0] <= hparams["stop_train_loss"])
+            state = {
+                **state,
+                "diverged": diverged,
+                "active": active & ~reached,
+                "stopped_epoch": jnp.where(reached, state["epoch"], state["stopped_epoch"]),
+                "best_params": _select(better, state["params"], state["best_params"]),
+                "best_epoch": jnp.where(better, state["epoch"], state["best_epoch"]),
+                "best_metrics": jnp.where(better, metrics, state["best_metrics"]),
+            }
+            return state, (metrics, state["steps"])
+
+        state, (metrics, steps) = jax.lax.scan(interval, state, None, length=self.evals_per_chunk)
+        return state, metrics, steps
+
+    # ----- the loop over chunks ---------------------------------------------------
+    def train(self, keys: dict, hparams: dict) -> Iterator[dict]:
+        """Train all runs; yields after every chunk, then the final outputs.
+
+        ``keys``: stream name → typed key array (R,); ``hparams``: name → float array (R,).
+        Each yielded dict has ``epochs_done``; the last one also has ``result``.
+        """
+        num_runs = len(next(iter(hparams.values())))
+        axis = self.run_axis
+        keys = axis.put_runs(axis.pad({s: keys[s] for s in STREAMS}, num_runs))
+        hparams = axis.put_runs(
+            axis.pad({h: jnp.asarray(hparams[h], jnp.float32) for h in HPARAMS}, num_runs)
+        )
+        arrays = axis.put_shared(self.arrays)
+        timings = {"first_chunk_s": 0.0, "run_s": 0.0}
+        start = time.perf_counter()
+        state, metrics0 = self._init(keys, hparams, arrays)
+        history = [np.asarray(metrics0)[:num_runs, None, :]]
+        steps = [np.zeros((num_runs, 1), np.int64)]
+        timings["init_s"] = time.perf_counter() - start
+        for chunk in range(self.num_chunks):
+            start = time.perf_counter()
+            state, metrics, chunk_steps = self._chunk(state, keys, hparams, arrays)
+            history.append(np.asarray(metrics)[:num_runs])
+            steps.append(np.asarray(chunk_steps)[:num_runs].astype(np.int64))
+            # The first chunk includes compilation; later chunks are pure run time.
+            timings["first_chunk_s" if chunk == 0 else "run_s"] += time.perf_counter() - start
+            yield {"epochs_done": (chunk + 1) * self.evals_per_chunk * self.eval_every}
+        final = unpad(state, num_runs)
+        eval_epochs = np.arange(0, self.spec.epochs + 1, self.eval_every)
+        yield {
+            "epochs_done": self.spec.epochs,
+            "result": CohortResult(
+                state=final,
+                history=np.concatenate(history, axis=1),
+                steps=np.concatenate(steps, axis=1),
+                eval_epochs=eval_epochs,
+                timings=timings,
+            ),
+        }
+
+    def run(self, keys: dict, hparams: dict) -> CohortResult:
+        """Train to the end without progress reporting."""
+        for update in self.train(keys, hparams):
+            pass
+        return update["result"]
+
+
+@dataclass
+class CohortResult:
+    """Host arrays of a finished cohort. ``history``: (runs, evaluations, METRICS)."""
+
+    state: dict
+    history: np.ndarray
+    steps: np.ndarray
+    eval_epochs: np.ndarray
+    timings: dict
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _select(pred, on_true, on_false):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def run_keys(root_seed: int, stream_seeds: dict[str, list[int]]) -> dict:
+    """Per-run key streams: ``fold_in(fold_in(root, seed), stream_index)``.
+
+    ``stream_seeds[stream][r]`` is the seed of run r for that stream, normally the
+    run's seed; pinning one stream to a fixed seed gives e.g. "same init, different
+    data order". Nothing else about a run enters its keys, so adding grid points
+    never changes another run's numbers.
+    """
+    root = jax.random.key(root_seed)
+    return {
+        stream: jnp.stack(
+            [jax.random.fold_in(jax.random.fold_in(root, s), index) for s in stream_seeds[stream]]
+        )
+        for index, stream in enumerate(STREAMS)
+    }

@@ -1,0 +1,91 @@
+"""The one place that decides how a cohort's run axis is spread over devices.
+
+A cohort function is written for one run, vmapped over the runs on a device, and
+mapped over devices with ``jax.shard_map`` on a 1-D ``runs`` mesh. That is
+``jax.pmap``'s current form: since JAX 0.8 pmap is itself ``jit(shard_map(...))``
+and in maintenance mode (JAX changelog 0.8.0, 0.10.0; the "migrate_pmap" guide), and
+the same mesh carries over to several hosts. The run axis is padded to a multiple
+of the device count with copies of the first run, and the padding is dropped after.
+On one device this is a plain ``jit(vmap(f))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+RUNS = "runs"
+
+
+class RunAxis:
+    """A mesh over ``devices`` with one axis, ``runs``, and helpers to use it."""
+
+    def __init__(self, devices: Sequence[jax.Device] | None = None):
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self.mesh = Mesh(np.array(self.devices), (RUNS,))
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def padded_size(self, num_runs: int) -> int:
+        return -(-num_runs // self.num_devices) * self.num_devices
+
+    def pad(self, tree, num_runs: int):
+        """Pad every leaf's leading (run) axis to a multiple of the device count."""
+        extra = self.padded_size(num_runs) - num_runs
+        if extra == 0:
+            return tree
+
+        def pad_leaf(leaf):
+            filler = jnp.repeat(leaf[:1], extra, axis=0)
+            return jnp.concatenate([leaf, filler], axis=0)
+
+        return jax.tree_util.tree_map(pad_leaf, tree)
+
+    def put_runs(self, tree):
+        """Place a pytree whose leaves have a (padded) leading run axis, sharded over runs."""
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec(RUNS)))
+
+    def put_shared(self, tree):
+        """Place a pytree replicated on every device (datasets, constants)."""
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    def map_runs(self, fn: Callable, num_run_args: int) -> Callable:
+        """jit(shard_map(vmap(fn))): the first ``num_run_args`` arguments carry a run axis.
+
+        The remaining arguments are shared by every run (broadcast, replicated).
+        Every output carries the run axis.
+        """
+
+        def per_device(*args):
+            in_axes = (0,) * num_run_args + (None,) * (len(args) - num_run_args)
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+
+        def specs(num_args: int):
+            return tuple(
+                PartitionSpec(RUNS) if i < num_run_args else PartitionSpec() for i in range(num_args)
+            )
+
+        def mapped(*args):
+            sharded = jax.shard_map(
+                per_device,
+                mesh=self.mesh,
+                in_specs=specs(len(args)),
+                out_specs=PartitionSpec(RUNS),
+                # Runs never communicate, so there is no varying-axis bookkeeping to check;
+                # with the check on, every scan carry built from constants needs a pcast.
+                check_vma=False,
+            )
+            return sharded(*args)
+
+        return jax.jit(mapped)
+
+
+def unpad(tree, num_runs: int):
+    """Host copies of a run-axis pytree with the padding dropped."""
+    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[:num_runs], tree)

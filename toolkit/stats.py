@@ -1,0 +1,315 @@
+"""Statistics over seeds and the verdict rule (numpy/scipy/pandas only; no JAX).
+
+The seed is the unit of replication. Confidence intervals come from a percentile
+bootstrap over seeds (paired by seed where conditions share seeds); the number of
+resamples and the resampling seed are recorded in every verdict row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import stats as sps
+
+VERDICT_COLUMNS = (
+    "claim_id condition hypothesis statistic direction smallest_effect estimate ci_low ci_high "
+    "n_seeds verdict seeds_needed n_resamples resample_seed finding"
+).split()
+
+Interval = tuple[float, float, float]  # (estimate, low, high)
+
+
+def _resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n) matrix of indices drawn with replacement; deterministic in seed."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def _percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval along axis 0; non-finite resamples are ignored."""
+    boot = np.where(np.isfinite(boot), boot, np.nan)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(boot, [alpha, 1.0 - alpha], axis=0)
+    return low, high
+
+
+def _as_float_or_array(x: np.ndarray) -> float | np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return float(x) if x.ndim == 0 else x
+
+
+def bootstrap_ci(
+    values: ArrayLike,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    vectorized: bool = True,
+) -> tuple:
+    """Percentile-bootstrap CI of `statistic` over the first axis (seeds).
+
+    `values` is 1-D (one value per seed) or N-D (seeds x ...). Rows (seeds) containing
+    any NaN are dropped first. With `vectorized=True`, `statistic(x, axis=0)` must reduce
+    axis 0 like a numpy reduction (np.mean, np.median, ...): it is called once on the data
+    and once on all resamples stacked as shape (n, n_resamples, ...). With
+    `vectorized=False`, `statistic(x)` is called on each resample (shape (n, ...)) in a loop.
+    Returns (estimate, low, high): floats if the statistic is scalar, arrays otherwise.
+    With fewer than 2 seeds the CI is (nan, nan) (estimate is nan for 0 seeds).
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim == 0:
+        raise ValueError("values must have at least one dimension (seeds)")
+    if len(x):
+        x = x[~np.isnan(x.reshape(len(x), -1)).any(axis=1)]
+    n = len(x)
+
+    def stat(v: np.ndarray) -> np.ndarray:
+        return np.asarray(statistic(v, axis=0) if vectorized else statistic(v), dtype=float)
+
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    estimate = stat(x)
+    if n < 2:
+        nan = np.full_like(estimate, np.nan)
+        return _as_float_or_array(estimate), _as_float_or_array(nan), _as_float_or_array(nan)
+    idx = _resample_indices(n, n_resamples, seed)
+    if vectorized:
+        boot = stat(x[idx.T])  # shape (n_resamples, ...)
+    else:
+        boot = np.stack([stat(x[i]) for i in idx])
+    low, high = _percentile_ci(boot, level)
+    return _as_float_or_array(estimate), _as_float_or_array(low), _as_float_or_array(high)
+
+
+def paired_difference(
+    a: ArrayLike,
+    b: ArrayLike,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Bootstrap CI of mean(a - b) for seed-aligned a, b (same seed order).
+
+    Pairs where either side is NaN are dropped.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D and aligned by seed; got {a.shape}, {b.shape}")
+    return bootstrap_ci(a - b, np.mean, n_resamples=n_resamples, seed=seed, level=level)
+
+
+def seed_bootstrap_statistic(
+    df: pd.DataFrame,
+    seed_col: str,
+    fn: Callable[[pd.DataFrame], float],
+    n_resamples: int = 2_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Bootstrap over seeds of an arbitrary frame statistic `fn(frame) -> float`.
+
+    Each resample draws the (sorted, unique) seed ids with replacement and concatenates
+    the chosen seeds' rows (duplicates allowed). This general path loops in Python
+    (~1 ms per resample), hence 2,000 resamples by default. Resamples where fn is not
+    finite are ignored in the percentile interval. Fewer than 2 seeds -> nan CI.
+    """
+    seeds = np.unique(df[seed_col].to_numpy())
+    rows = [np.flatnonzero(df[seed_col].to_numpy() == s) for s in seeds]
+    estimate = float(fn(df))
+    if len(seeds) < 2:
+        return estimate, math.nan, math.nan
+    idx = _resample_indices(len(seeds), n_resamples, seed)
+    boot = np.array([float(fn(df.iloc[np.concatenate([rows[i] for i in pick])])) for pick in idx])
+    low, high = _percentile_ci(boot, level)
+    return estimate, float(low), float(high)
+
+
+def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average ranks of v (N,) in the multiset where row r appears w[b, r] times; (B, N)."""
+    _, inv = np.unique(v, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
+    group_w = np.add.reduceat(w[:, order], starts, axis=1)  # (B, U) weight per unique value
+    below = np.cumsum(group_w, axis=1) - group_w
+    return (below + (group_w + 1.0) / 2.0)[:, inv]
+
+
+def spearman_over_seeds(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    seed_col: str = "seed",
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Spearman rho between columns x and y over all runs, with a bootstrap-over-seeds CI.
+
+    Rows with NaN in x or y are dropped. The estimate is scipy.stats.spearmanr on the full
+    frame. Resamples are drawn exactly as in `seed_bootstrap_statistic` (same seed -> same
+    resampled seeds and the same result) but computed in closed form: a resampled frame
+    is the original rows weighted by how often their seed was drawn, so rho is the
+    weighted Pearson correlation of weighted average ranks. 10,000 resamples of
+    10 seeds x 50 rows take well under a second.
+    """
+    d = df[[seed_col, x, y]].dropna(subset=[x, y])
+    estimate = float(sps.spearmanr(d[x], d[y]).statistic) if len(d) >= 2 else math.nan
+    seeds, seed_of_row = np.unique(d[seed_col].to_numpy(), return_inverse=True)
+    if len(seeds) < 2:
+        return estimate, math.nan, math.nan
+    idx = _resample_indices(len(seeds), n_resamples, seed)
+    counts = np.zeros((n_resamples, len(seeds)))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1.0)
+    w = counts[:, seed_of_row]  # (B, N) multiplicity of each row
+    rx = _weighted_ranks(d[x].to_numpy(dtype=float), w)
+    ry = _weighted_ranks(d[y].to_numpy(dtype=float), w)
+    total = w.sum(axis=1, keepdims=True)
+    dx = rx - (w * rx).sum(axis=1, keepdims=True) / total
+    dy = ry - (w * ry).sum(axis=1, keepdims=True) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (w * dx * dy).sum(1) / np.sqrt((w * dx**2).sum(1) * (w * dy**2).sum(1))
+    low, high = _percentile_ci(boot, level)
+    return estimate, float(low), float(high)
+
+
+def verdict(low: float, high: float, direction: str, smallest_effect: float = 0.0) -> str:
+    """Apply the claims rule to a CI.
+
+    direction "greater" (smallest effect m >= 0): supported if low > m; contradicted if
+    high < 0; otherwise inconclusive. "less" mirrors it: supported if high < -m;
+    contradicted if low > 0. So a CI lying between 0 and m (real but too small to
+    matter) is inconclusive, and a CI touching a bound is inconclusive. NaN -> inconclusive.
+    """
+    if direction not in ("greater", "less"):
+        raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}")
+    if smallest_effect < 0:
+        raise ValueError("smallest_effect must be >= 0")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    if direction == "less":
+        low, high = -high, -low
+    if low > smallest_effect:
+        return "supported"
+    if high < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def seeds_needed(
+    values_or_diffs: ArrayLike,
+    smallest_effect: float | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> int | None:
+    """Seeds at which a two-sided (1-alpha) CI of the mean would exclude zero with `power`.
+
+    Normal approximation: n = ceil((z_{1-alpha/2} + z_power)^2 * sd^2 / effect^2), where sd
+    is the measured per-seed SD (ddof=1, NaNs dropped) and effect is the smallest effect
+    if given, else |measured mean|. At least 2. None if effect or sd is 0 (or < 2 values).
+    """
+    v = np.asarray(values_or_diffs, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        return None
+    sd = float(np.std(v, ddof=1))
+    effect = abs(float(np.mean(v)) if smallest_effect is None else float(smallest_effect))
+    if effect == 0 or sd == 0:
+        return None
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    return max(2, math.ceil((z * sd / effect) ** 2))
+
+
+def verdict_row(
+    claim_id: str,
+    hypothesis: str,
+    statistic: str,
+    estimate: float,
+    low: float,
+    high: float,
+    n_seeds: int,
+    direction: str,
+    finding: str,
+    smallest_effect: float = 0.0,
+    condition: str = "",
+    n_resamples: int = 10_000,
+    resample_seed: int = 0,
+    seeds_needed: int | None = None,
+) -> dict:
+    """One verdict row (keys = VERDICT_COLUMNS, in order); fewer than 2 seeds -> inconclusive."""
+    v = verdict(low, high, direction, smallest_effect) if n_seeds >= 2 else "inconclusive"
+    return {
+        "claim_id": claim_id,
+        "condition": condition,
+        "hypothesis": hypothesis,
+        "statistic": statistic,
+        "direction": direction,
+        "smallest_effect": float(smallest_effect),
+        "estimate": float(estimate),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_seeds": int(n_seeds),
+        "verdict": v,
+        "seeds_needed": seeds_needed,
+        "n_resamples": int(n_resamples),
+        "resample_seed": int(resample_seed),
+        "finding": finding,
+    }
+
+
+def _t_interval(mean: float, se: float, df: float, level: float) -> Interval:
+    half = sps.t.ppf((1 + level) / 2, df) * se
+    return mean, mean - half, mean + half
+
+
+def mean_ci_by_group(
+    df: pd.DataFrame,
+    group_cols: str | Sequence[str],
+    value_col: str,
+    seed_col: str = "seed",
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Mean with a t-interval across seeds per group (for plotting bands).
+
+    Rows are first averaged within (group, seed) so the seed is the unit; NaN values are
+    dropped. Returns group_cols + [mean, ci_low, ci_high, n]; n < 2 gives a nan band.
+    """
+    cols = [group_cols] if isinstance(group_cols, str) else list(group_cols)
+    per_seed = df.dropna(subset=[value_col]).groupby(cols + [seed_col])[value_col].mean()
+    g = per_seed.groupby(level=list(range(len(cols))))
+    out = g.agg(mean="mean", sd="std", n="count").reset_index()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = sps.t.ppf((1 + level) / 2, out["n"] - 1) * out["sd"] / np.sqrt(out["n"])
+    out["ci_low"] = out["mean"] - half
+    out["ci_high"] = out["mean"] + half
+    return out[cols + ["mean", "ci_low", "ci_high", "n"]]
+
+
+def paired_t_ci(diffs: ArrayLike, level: float = 0.95) -> Interval:
+    """(mean, low, high): one-sample t-interval of paired differences (NaNs dropped)."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return (float(np.mean(d)) if len(d) else math.nan), math.nan, math.nan
+    m, lo, hi = _t_interval(float(np.mean(d)), float(sps.sem(d)), len(d) - 1, level)
+    return m, float(lo), float(hi)
+
+
+def welch_ci(a: ArrayLike, b: ArrayLike, level: float = 0.95) -> Interval:
+    """(mean(a) - mean(b), low, high) with Welch-Satterthwaite degrees of freedom."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    diff = float(np.mean(a) - np.mean(b)) if len(a) and len(b) else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    _, lo, hi = _t_interval(diff, float(np.sqrt(va + vb)), dof, level)
+    return diff, float(lo), float(hi)
+
+
+def tost_equivalent(diff_low: float, diff_high: float, tol: float) -> bool:
+    """Equivalence by TOST at alpha=0.05: pass the *90%* CI; True iff it lies within (-tol, tol)."""
+    return bool(-tol < diff_low and diff_high < tol)
