@@ -304,6 +304,14 @@ class Cohort:
             ),
         }
 
+    def map_runs(self, fn, run_args: tuple, shared_args: tuple = ()):
+        """Host outputs of ``fn`` applied to every run (a measurement, say), vmapped and
+        spread over devices like training: ``run_args`` carry the run axis."""
+        num_runs = len(jax.tree_util.tree_leaves(run_args)[0])
+        mapped = self.run_axis.map_runs(fn, num_run_args=len(run_args))
+        padded = self.run_axis.put_runs(self.run_axis.pad(run_args, num_runs))
+        return unpad(mapped(*padded, *self.run_axis.put_shared(shared_args)), num_runs)
+
     def run(self, keys: dict, hparams: dict) -> CohortResult:
         """Train to the end without progress reporting."""
         for update in self.train(keys, hparams):

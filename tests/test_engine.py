@@ -1,0 +1,162 @@
+"""The engine: vmapped equals one by one, divergence is contained, keys, step accounting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from toolkit import data, engine
+from toolkit.data import steps_per_epoch
+
+SPEC = engine.CohortSpec("mnist1d", "mlp", (16,), "relu", "sgd", "ce", 200, 2)
+
+
+def hparams(learning_rates, **fixed):
+    n = len(learning_rates)
+    values = {h: np.zeros(n) for h in engine.HPARAMS}
+    values.update(momentum=np.full(n, 0.9), init_scale=np.ones(n))
+    values["learning_rate"] = np.asarray(learning_rates, float)
+    for name, value in fixed.items():
+        values[name] = np.broadcast_to(np.asarray(value, float), (n,)).copy()
+    return values
+
+
+def keys(seeds, **pinned):
+    return engine.run_keys(7, {s: [pinned.get(s, seed) for seed in seeds] for s in engine.STREAMS})
+
+
+def pick(h: dict, i: int) -> dict:
+    return {k: v[i : i + 1] for k, v in h.items()}
+
+
+def pick_keys(k: dict, i: int) -> dict:
+    return {s: v[i : i + 1] for s, v in k.items()}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return data.load("mnist1d")
+
+
+def test_cohort_equals_runs_one_by_one(dataset):
+    h = hparams([0.05, 0.1, 0.02], dropout=[0.0, 0.2, 0.1], label_noise=[0.0, 0.3, 0.0])
+    k = keys([0, 1, 2])
+    cohort = engine.Cohort(SPEC, dataset)
+    together = cohort.run(k, h)
+    for i in range(3):
+        alone = cohort.run(pick_keys(k, i), pick(h, i))
+        np.testing.assert_allclose(together.history[i], alone.history[0], rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(
+            _flat(together.state["params"], i), _flat(alone.state["params"], 0), rtol=1e-4, atol=1e-5
+        )
+
+
+def _leaves(tree, i):
+    import jax
+
+    return [np.asarray(leaf)[i] for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+def _flat(tree, i):
+    return np.concatenate([leaf.ravel() for leaf in _leaves(tree, i)])
+
+
+def test_one_compile_per_cohort_and_history_shape(dataset):
+    spec = engine.CohortSpec("mnist1d", "mlp", (8,), "relu", "sgd", "ce", 400, 6)
+    cohort = engine.Cohort(spec, dataset)
+    result = cohort.run(keys([0, 1]), hparams([0.05, 0.05]))
+    assert cohort.num_chunks > 1
+    assert cohort._chunk._cache_size() == 1
+    assert result.history.shape == (2, 7, len(engine.METRICS))
+    assert list(result.eval_epochs) == list(range(7))
+    assert np.all(result.steps[:, -1] == 6 * steps_per_epoch(4000, 400))
+
+
+def test_diverging_run_is_flagged_and_neighbours_unchanged(dataset):
+    h = hparams([0.05, 1e4, 0.05])
+    k = keys([0, 1, 2])
+    cohort = engine.Cohort(SPEC, dataset)
+    result = cohort.run(k, h)
+    assert list(result.state["diverged"]) == [False, True, False]
+    assert np.all(np.isfinite(_flat(result.state["params"], 1)))
+    assert result.state["steps"][1] < result.state["steps"][0]
+    for i in (0, 2):
+        alone = cohort.run(pick_keys(k, i), pick(h, i))
+        np.testing.assert_allclose(result.history[i], alone.history[0], rtol=2e-5, atol=2e-6)
+
+
+def test_stop_at_train_loss_freezes_the_run(dataset):
+    h = hparams([0.1, 0.1], stop_train_loss=[2.0, 0.0])
+    result = engine.Cohort(SPEC, dataset).run(keys([0, 0]), h)
+    stopped, free = result.state["stopped_epoch"]
+    assert stopped >= 1 and free == -1
+    assert result.history[0, stopped, 0] <= 2.0
+    assert result.history[0, -1, 0] == result.history[0, stopped, 0]
+    assert result.state["steps"][0] == stopped * steps_per_epoch(4000, 200)
+
+
+def test_key_streams_are_independent(dataset):
+    cohort = engine.Cohort(SPEC, dataset)
+    h = hparams([0.05, 0.05, 0.05])
+    result = cohort.run(keys([0, 1, 2], init=0), h)
+    init_loss = result.history[:, 0, 0]
+    assert init_loss[0] == init_loss[1] == init_loss[2]  # same init ...
+    assert not np.allclose(result.history[0, -1], result.history[1, -1])  # ... other order
+    fresh = cohort.run(keys([0, 1, 2]), h)
+    assert fresh.history[1, 0, 0] != fresh.history[0, 0, 0]
+
+
+def test_step_accounting():
+    # The article's worked example (C07): 100,000 examples, batch 100, 10 epochs.
+    assert steps_per_epoch(100_000, 100) == 1_000
+    assert 10 * steps_per_epoch(100_000, 100) == 10_000
+    assert steps_per_epoch(4_001, 100) == 41  # the last, short batch is a step too
+    assert steps_per_epoch(4_000, 4_000) == 1
+    with pytest.raises(ValueError):
+        steps_per_epoch(10, 0)
+
+
+def test_schedule_divides_epochs():
+    for epochs in (1, 7, 80, 200, 201, 1000):
+        every, per_chunk = engine.schedule(epochs)
+        assert epochs % every == 0 and (epochs // every) % per_chunk == 0
+        assert epochs // every <= engine.MAX_HISTORY_POINTS
+
+
+MULTI_DEVICE = textwrap.dedent(
+    """
+    import numpy as np, jax
+    from toolkit import data, engine
+    from toolkit.parallel import RunAxis
+    assert jax.device_count() == 4
+    spec = engine.CohortSpec("mnist1d", "mlp", (16,), "relu", "sgd", "ce", 200, 2)
+    n = 3  # not a multiple of the device count
+    h = {k: np.zeros(n) for k in engine.HPARAMS}
+    h.update(learning_rate=np.array([0.05, 0.1, 0.02]), momentum=np.full(n, 0.9),
+             init_scale=np.ones(n), dropout=np.array([0.0, 0.2, 0.1]))
+    k = engine.run_keys(7, {s: [0, 1, 2] for s in engine.STREAMS})
+    ds = data.load("mnist1d")
+    one = engine.Cohort(spec, ds, RunAxis(jax.devices()[:1])).run(k, h)
+    four = engine.Cohort(spec, ds, RunAxis(jax.devices())).run(k, h)
+    assert four.history.shape == one.history.shape == (3, 3, 6)
+    np.testing.assert_allclose(four.history, one.history, rtol=2e-5, atol=2e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(one.state["params"]),
+                    jax.tree_util.tree_leaves(four.state["params"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    print("OK")
+    """
+)
+
+
+def test_four_devices_equal_one():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout

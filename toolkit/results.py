@@ -1,0 +1,162 @@
+"""The results folder: tidy CSVs and ``meta.json`` with a schema version.
+
+``results/<experiment>/<profile>/`` holds ``summary.csv`` (one row per run),
+``history.csv`` (one row per run × evaluated epoch; ``history.csv.gz`` when large),
+``verdicts.csv`` and ``meta.json``. Every write is atomic (temporary file, then
+rename) and happens under a file lock, merging with what is already there, so an
+interrupted run keeps every finished cohort and two processes never corrupt a
+folder. Rows are kept in a canonical order so the same runs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+SCHEMA_VERSION = 1
+GZIP_ROWS = 20_000  # a history with more rows is stored as .csv.gz
+FLOAT_FORMAT = "%.8g"
+
+
+class ResultsError(RuntimeError):
+    """A results folder that cannot be used; the message says what to do."""
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def frame_bytes(frame: pd.DataFrame, gzipped: bool = False) -> bytes:
+    text = frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode()
+    return gzip.compress(text, mtime=0) if gzipped else text
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results CSV, plain or gzipped; an empty frame when the file does not exist."""
+    for candidate in (Path(path), Path(f"{path}.gz")):
+        if candidate.exists():
+            try:
+                return pd.read_csv(candidate)
+            except pd.errors.EmptyDataError:
+                return pd.DataFrame()
+    return pd.DataFrame()
+
+
+class ResultsFolder:
+    """One experiment × profile folder of results."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    # ----- reading ----------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.path / "summary.csv").exists()
+
+    def meta(self) -> dict:
+        path = self.path / "meta.json"
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ResultsError(f"{path} is not valid JSON ({err}); delete it or use --force") from err
+
+    def summary(self) -> pd.DataFrame:
+        return read_csv(self.path / "summary.csv")
+
+    def history(self) -> pd.DataFrame:
+        return read_csv(self.path / "history.csv")
+
+    def verdicts(self) -> pd.DataFrame:
+        return read_csv(self.path / "verdicts.csv")
+
+    def done_run_ids(self) -> set[str]:
+        summary = self.summary()
+        return set(summary["run_id"]) if "run_id" in summary else set()
+
+    # ----- checks -----------------------------------------------------------------
+    def prepare(self, experiment: str) -> None:
+        """Create the folder, check it is writable and was written by this schema."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-probe.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ResultsError(
+                f"results folder {self.path} is not writable ({err.strerror}); choose another with --out"
+            ) from err
+        meta = self.meta()
+        if meta and meta.get("schema_version") != SCHEMA_VERSION:
+            raise ResultsError(
+                f"{self.path} was written with results schema {meta.get('schema_version')}, this "
+                f"toolkit writes {SCHEMA_VERSION}; use another --out or rerun with --force"
+            )
+        if meta and meta.get("experiment") not in (None, experiment):
+            raise ResultsError(
+                f"{self.path} holds results of {meta['experiment']}, not {experiment}; use another --out"
+            )
+
+    # ----- writing (locked, atomic, merged) -----------------------------------------
+    def lock(self) -> FileLock:
+        return FileLock(str(self.path / ".lock"))
+
+    def append_runs(self, summary: pd.DataFrame, history: pd.DataFrame, order: list[str]) -> None:
+        """Merge new runs' rows into summary and history; ``order`` sorts the rows."""
+        with self.lock():
+            merged_summary = _merge(self.summary(), summary, order)
+            merged_history = _merge(self.history(), history, order + ["epoch"])
+            self._write_frame("summary.csv", merged_summary)
+            self._write_frame("history.csv", merged_history, gz=len(merged_history) > GZIP_ROWS)
+
+    def clear(self) -> None:
+        """Remove previous result tables (``--force``)."""
+        with self.lock():
+            for name in ("summary.csv", "history.csv", "history.csv.gz", "verdicts.csv"):
+                (self.path / name).unlink(missing_ok=True)
+
+    def write_verdicts(self, verdicts: pd.DataFrame) -> None:
+        with self.lock():
+            self._write_frame("verdicts.csv", verdicts)
+
+    def update_meta(self, update: dict) -> dict:
+        """Merge ``update`` into meta.json; lists under "invocations"/"cohorts" are appended."""
+        with self.lock():
+            meta = self.meta()
+            for key, value in update.items():
+                if key in ("invocations", "cohorts"):
+                    meta[key] = meta.get(key, []) + list(value)
+                else:
+                    meta[key] = value
+            meta["schema_version"] = SCHEMA_VERSION
+            payload = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+            atomic_write_bytes(self.path / "meta.json", payload.encode())
+            return meta
+
+    def _write_frame(self, name: str, frame: pd.DataFrame, gz: bool = False) -> None:
+        target = self.path / (f"{name}.gz" if gz else name)
+        stale = self.path / (name if gz else f"{name}.gz")
+        atomic_write_bytes(target, frame_bytes(frame, gzipped=gz))
+        stale.unlink(missing_ok=True)
+
+
+def _merge(old: pd.DataFrame, new: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Rows of ``old`` whose run_id is not in ``new``, plus ``new``, canonically sorted."""
+    if not old.empty and "run_id" in old:
+        old = old[~old["run_id"].isin(set(new["run_id"]))]
+        merged = pd.concat([old, new], ignore_index=True) if not old.empty else new
+    else:
+        merged = new
+    # A round trip through CSV text gives old and new rows the same dtypes.
+    merged = pd.read_csv(io.BytesIO(frame_bytes(merged)))
+    keys = [c for c in order if c in merged.columns]
+    return merged.sort_values(keys, kind="stable").reset_index(drop=True)

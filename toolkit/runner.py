@@ -1,0 +1,325 @@
+"""From an experiment, a profile and seeds to rows in a results folder.
+
+config ⊕ profile ⊕ ``--set`` → runs = grid × seeds (run id = hash of the full config
+and the seed) → drop runs already in the folder (resume) → group the rest into
+cohorts by shape → train each cohort as one program → measure → append rows →
+analyze → verdicts, and figures drawn from the written tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from toolkit import data as datasets
+from toolkit.engine import HPARAMS, METRICS, STREAMS, Cohort, CohortResult, CohortSpec, run_keys
+from toolkit.parallel import RunAxis
+from toolkit.results import ResultsFolder
+from toolkit.spec import Experiment, RunConfig, SpecError
+from toolkit.stats import VERDICT_COLUMNS
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (grid point, seed) of an experiment."""
+
+    config: RunConfig
+    seed: int
+    factors: dict
+    run_id: str
+
+
+@dataclass
+class TrainedCohort:
+    """What an experiment's ``measure`` hook receives: the program, its runs and outputs."""
+
+    cohort: Cohort
+    runs: list[Run]
+    result: CohortResult
+
+    def map(self, fn, run_args: tuple, shared_args: tuple = ()) -> object:
+        """``fn`` applied to every run (vmapped, spread over devices); host outputs."""
+        return self.cohort.map_runs(fn, run_args, shared_args)
+
+
+def root_seed(experiment: str) -> int:
+    return int.from_bytes(hashlib.sha256(experiment.encode()).digest()[:4], "little")
+
+
+def run_id(experiment: str, config: RunConfig, seed: int) -> str:
+    payload = json.dumps(
+        {"experiment": experiment, "config": dataclasses.asdict(config), "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def folder_name(profile: str, overrides: dict) -> str:
+    if not overrides:
+        return profile
+    parts = [f"{k}={_text(v)}" for k, v in sorted(overrides.items())]
+    return f"{profile}+{','.join(parts)}"
+
+
+def _text(value) -> str:
+    if isinstance(value, tuple):
+        return "-".join(str(v) for v in value)
+    return str(value)
+
+
+def plan_runs(experiment: Experiment, profile: str, seeds: int, overrides: dict) -> list[Run]:
+    runs = []
+    for point in experiment.grid_points(profile, overrides):
+        config = experiment.config(profile, point, overrides)
+        for seed in range(seeds):
+            factors = {k: _text(v) for k, v in point.items()}
+            runs.append(Run(config, seed, factors, run_id(experiment.name, config, seed)))
+    return runs
+
+
+def group_cohorts(runs: Sequence[Run]) -> dict[CohortSpec, list[Run]]:
+    cohorts: dict[CohortSpec, list[Run]] = {}
+    for run in runs:
+        cohorts.setdefault(run.config.cohort_spec(), []).append(run)
+    return cohorts
+
+
+def cost(runs: Sequence[Run]) -> dict:
+    """Runs, cohorts, optimizer steps and epochs of a plan (for ``toolkit show``)."""
+    steps = epochs = 0
+    for run in runs:
+        spec = run.config.cohort_spec()
+        n_train = len(datasets.load(spec.dataset).y_train)
+        epochs += spec.epochs
+        steps += spec.epochs * spec.steps_per_epoch(n_train)
+    return {"runs": len(runs), "cohorts": len(group_cohorts(runs)), "steps": steps, "epochs": epochs}
+
+
+@dataclass
+class RunReport:
+    folder: ResultsFolder
+    verdicts: pd.DataFrame
+    figures: list[Path]
+    new_runs: int
+    skipped_runs: int
+
+
+def run_experiment(
+    experiment: Experiment,
+    profile: str = "default",
+    seeds: int | None = None,
+    overrides: dict | None = None,
+    out: Path | str = "results",
+    force: bool = False,
+    progress: bool = True,
+    run_axis: RunAxis | None = None,
+    command: str | None = None,
+) -> RunReport:
+    """Train whatever is missing, then analyze and draw; see the module docstring."""
+    overrides = overrides or {}
+    seeds = seeds if seeds is not None else int(experiment.profile(profile).get("seeds", 10))
+    if seeds < 1:
+        raise SpecError(f"--seeds must be a positive integer, got {seeds}")
+    runs = plan_runs(experiment, profile, seeds, overrides)
+    folder = ResultsFolder(Path(out) / experiment.name / folder_name(profile, overrides))
+    folder.prepare(experiment.name)
+    if force:
+        folder.clear()
+    done = folder.done_run_ids()
+    todo = [run for run in runs if run.run_id not in done]
+    run_axis = run_axis or RunAxis()
+    started = time.time()
+    factors = experiment.factors(profile)
+    folder.update_meta(_static_meta(experiment, profile, overrides, seeds, run_axis))
+
+    cohorts = group_cohorts(todo)
+    total = sum(len(rs) * spec.epochs for spec, rs in cohorts.items())
+    bar = tqdm(total=total, unit="run-epoch", disable=not progress or total == 0, file=sys.stderr)
+    runs_done = 0
+    for index, (spec, cohort_runs) in enumerate(cohorts.items()):
+        bar.set_description(f"cohort {index + 1}/{len(cohorts)} ({len(cohort_runs)} runs)")
+        dataset = datasets.load(spec.dataset)
+        cohort = Cohort(spec, dataset, run_axis)
+        keys = run_keys(
+            root_seed(experiment.name),
+            {s: [r.config.stream_seeds(r.seed)[s] for r in cohort_runs] for s in STREAMS},
+        )
+        hparams = {h: np.array([r.config.hparams()[h] for r in cohort_runs]) for h in HPARAMS}
+        epochs_seen = 0
+        for update in cohort.train(keys, hparams):
+            bar.update(len(cohort_runs) * (update["epochs_done"] - epochs_seen))
+            epochs_seen = update["epochs_done"]
+        result = update["result"]
+        measured_start = time.perf_counter()
+        measures = {}
+        if hasattr(experiment.module, "measure"):
+            measures = experiment.module.measure(TrainedCohort(cohort, cohort_runs, result))
+        result.timings["measure_s"] = time.perf_counter() - measured_start
+        summary, history = _rows(experiment.name, cohort, cohort_runs, result, measures)
+        folder.append_runs(summary, history, order=factors + ["seed"])
+        folder.update_meta({"cohorts": [_cohort_meta(spec, cohort, cohort_runs, result)]})
+        runs_done += len(cohort_runs)
+        bar.set_postfix_str(f"runs {runs_done}/{len(todo)}")
+    bar.close()
+
+    verdicts = analyze(experiment, folder)
+    figures = draw_figures(experiment, folder)
+    folder.update_meta(
+        {
+            "invocations": [
+                {
+                    "command": command or " ".join(sys.argv),
+                    "git_commit": git_commit(),
+                    "started": _iso(started),
+                    "finished": _iso(time.time()),
+                    "wall_s": round(time.time() - started, 2),
+                    "new_runs": len(todo),
+                    "skipped_runs": len(runs) - len(todo),
+                }
+            ]
+        }
+    )
+    return RunReport(folder, verdicts, figures, len(todo), len(runs) - len(todo))
+
+
+def analyze(experiment: Experiment, folder: ResultsFolder) -> pd.DataFrame:
+    """The experiment's verdict rows, written to verdicts.csv."""
+    rows = experiment.module.analyze(folder)
+    verdicts = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    folder.write_verdicts(verdicts)
+    return verdicts
+
+
+def figures_dir(folder: ResultsFolder) -> Path:
+    """``<out>/<exp>/<profile>`` → ``<out>/../paper_figures/<exp>/<profile>``."""
+    out = folder.path.parent.parent
+    return out.parent / "paper_figures" / folder.path.parent.name / folder.path.name
+
+
+def draw_figures(experiment: Experiment, folder: ResultsFolder) -> list[Path]:
+    target = figures_dir(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    return list(experiment.module.figures(folder, target))
+
+
+def _rows(name, cohort: Cohort, runs, result: CohortResult, measures: dict):
+    state = result.state
+    n_evals = result.history.shape[1]
+    summary_rows, history_rows = [], []
+    for r, run in enumerate(runs):
+        base = {"experiment": name, "run_id": run.run_id, "seed": run.seed, **run.factors}
+        hist = result.history[r]
+        row = {
+            **base,
+            **{h: v for h, v in run.config.hparams().items()},
+            "batch_size": cohort.spec.batch_size,
+            "epochs": cohort.spec.epochs,
+            "steps_per_epoch": cohort.steps_per_epoch,
+            "steps": int(state["steps"][r]),
+            "diverged": bool(state["diverged"][r]),
+            "stopped_epoch": int(state["stopped_epoch"][r]),
+            **{f"init_{m}": float(hist[0, i]) for i, m in enumerate(METRICS)},
+            **{f"final_{m}": float(hist[-1, i]) for i, m in enumerate(METRICS)},
+            "best_val_epoch": int(state["best_epoch"][r]),
+            **{f"best_{m}": float(state["best_metrics"][r][i]) for i, m in enumerate(METRICS)},
+            **{k: np.asarray(v)[r].item() for k, v in measures.items()},
+        }
+        summary_rows.append(row)
+        for e in range(n_evals):
+            history_rows.append(
+                {
+                    **base,
+                    "epoch": int(result.eval_epochs[e]),
+                    "step": int(result.steps[r, e]),
+                    **{m: float(hist[e, i]) for i, m in enumerate(METRICS)},
+                }
+            )
+    return pd.DataFrame(summary_rows), pd.DataFrame(history_rows)
+
+
+def _static_meta(experiment, profile, overrides, seeds, run_axis: RunAxis) -> dict:
+    import flax
+    import optax
+
+    return {
+        "experiment": experiment.name,
+        "claims": list(experiment.claims),
+        "profile": profile,
+        "overrides": {k: _text(v) for k, v in overrides.items()},
+        "seeds": seeds,
+        "root_seed": root_seed(experiment.name),
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in run_axis.devices],
+        "device_kind": run_axis.devices[0].device_kind,
+        "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        "datasets": {
+            name: {"hash": ds.content_hash, "sizes": ds.sizes()}
+            for name, ds in ((n, datasets.load(n)) for n in _datasets_of(experiment, profile))
+        },
+    }
+
+
+def _datasets_of(experiment: Experiment, profile: str) -> list[str]:
+    return sorted(
+        {experiment.config(profile, p, {}).dataset for p in experiment.grid_points(profile, {})}
+    )
+
+
+def _cohort_meta(spec: CohortSpec, cohort: Cohort, runs, result: CohortResult) -> dict:
+    return {
+        "spec": dataclasses.asdict(spec),
+        "runs": len(runs),
+        "padded_runs": cohort.run_axis.padded_size(len(runs)),
+        "devices": cohort.run_axis.num_devices,
+        "eval_every": cohort.eval_every,
+        "chunks": cohort.num_chunks,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode != 0:
+            return "unknown"
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
