@@ -85,7 +85,7 @@ def analyze(results: ResultsFolder) -> list[dict]:
             real["init_test_loss"] - math.log(NUM_CLASSES),
             "within",
             "At init the test loss is ln K {estimate:+.3f} nats [{low:+.3f}, {high:+.3f}] "
-            "across {n} seeds: predictions carry no information.",
+            "across {n} seeds (tolerance ±0.1).",
             smallest_effect=0.1,
         )
     )
@@ -113,7 +113,7 @@ def analyze(results: ResultsFolder) -> list[dict]:
                 np.log(part["final_train_loss"] / part["init_train_loss"]),
                 "less",
                 "Training loss fell by a factor e^{estimate:.2f} [{low:.2f}, {high:.2f}]; "
-                f"epochs where it rose: {rises.mean():.0%} of evaluations.",
+                f"full-train loss rose between {rises.mean():.0%} of consecutive evaluations.",
                 condition=_condition(noise),
             )
         )
@@ -205,8 +205,8 @@ def analyze(results: ResultsFolder) -> list[dict]:
                 "test acc at early stop − final test acc + 0.01 (non-inferiority)",
                 acc_gain + 0.01,
                 "greater",
-                "Early stopping kept test accuracy within 1 pp or better "
-                "({estimate:+.3f} [{low:+.3f}, {high:+.3f}] after the +1 pp margin) "
+                "Early-stopped minus final test accuracy, plus the 1 pp margin: "
+                "{estimate:+.3f} [{low:+.3f}, {high:+.3f}], "
                 f"at {fraction:.0%} of the compute; its test loss is "
                 f"{(part['final_test_loss'] - part['best_test_loss']).mean():.2f} nats lower.",
                 condition=_condition(noise),
@@ -228,7 +228,9 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     )
     long["split"] = long["metric"].str.split("_").str[0]
     long["kind"] = long["metric"].str.split("_").str[1]
-    figure, axes = plt.subplots(2, len(conditions), figsize=(3.3 * len(conditions), 5.2), sharex=True)
+    figure, axes = plt.subplots(
+        2, len(conditions), figsize=(3.3 * len(conditions), 5.2), sharex=True
+    )
     axes = np.asarray(axes).reshape(2, len(conditions))
     for col, noise in enumerate(conditions):
         stop = summary.loc[summary["label_noise"] == noise, "best_val_epoch"].mean()
@@ -270,7 +272,9 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     ax.set_xticks([0, 1], ["early stop\n(best val loss)", "final epoch"])
     ax.set_ylabel("test accuracy")
     handles = [plt.Line2D([], [], color=c, marker="o") for c in ("C0", "C1")]
-    labels = [f"{name}: Δ = {d:+.1%} [{lo:+.1%}, {hi:+.1%}]" for name, d, lo, hi in rows]
+    labels = [
+        f"{name}: Δ(early − final) = {d:+.1%} [{lo:+.1%}, {hi:+.1%}]" for name, d, lo, hi in rows
+    ]
     ax.legend(handles[: len(labels)], labels, fontsize=7, loc="best")
     ax.set_title(f"Early stopping vs training on (one line per seed, n = {n})")
     paths.append(fig.save(figure, out_dir, "early_stopping"))

@@ -52,7 +52,10 @@ def test_cohort_equals_runs_one_by_one(dataset):
         alone = cohort.run(pick_keys(k, i), pick(h, i))
         np.testing.assert_allclose(together.history[i], alone.history[0], rtol=2e-5, atol=2e-6)
         np.testing.assert_allclose(
-            _flat(together.state["params"], i), _flat(alone.state["params"], 0), rtol=1e-4, atol=1e-5
+            _flat(together.state["params"], i),
+            _flat(alone.state["params"], 0),
+            rtol=1e-4,
+            atol=1e-5,
         )
 
 
@@ -71,7 +74,7 @@ def test_one_compile_per_cohort_and_history_shape(dataset):
     cohort = engine.Cohort(spec, dataset)
     result = cohort.run(keys([0, 1]), hparams([0.05, 0.05]))
     assert cohort.num_chunks > 1
-    assert cohort._chunk._cache_size() == 1
+    assert cohort._chunks[False]._cache_size() == 1 and cohort._chunks[True]._cache_size() == 0
     assert result.history.shape == (2, 7, len(engine.METRICS))
     assert list(result.eval_epochs) == list(range(7))
     assert np.all(result.steps[:, -1] == 6 * steps_per_epoch(4000, 400))
@@ -154,7 +157,9 @@ MULTI_DEVICE = textwrap.dedent(
 
 
 def test_four_devices_equal_one():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
     out = subprocess.run(
         [sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True, text=True, timeout=300
     )

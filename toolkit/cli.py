@@ -99,7 +99,7 @@ def run(name, seeds, profile, sets, out, force, quiet) -> None:
             out=out,
             force=force,
             progress=not quiet,
-            command="toolkit " + shlex.join(sys.argv[1:]),
+            command=_command_line(name, seeds, profile, sets, out, force),
         )
     except (spec.SpecError, results.ResultsError) as err:
         _fail(str(err))
@@ -136,12 +136,24 @@ def figures(name, profile, out) -> None:
         _fail(f"no results for profile {profile!r} under {out}")
 
 
+def _command_line(name, seeds, profile, sets, out, force) -> str:
+    """The run command as a user would type it, for the results' provenance."""
+    words = ["toolkit", "run", name, "--profile", profile]
+    words += ["--seeds", str(seeds)] if seeds is not None else []
+    for pair in sets:
+        words += ["--set", pair]
+    words += ["--out", str(out)] + (["--force"] if force else [])
+    return shlex.join(words)
+
+
 def _verdict_table(verdicts) -> str:
     if verdicts.empty:
         return "(no verdicts)"
     lines = []
     for row in verdicts.itertuples():
-        condition = f" [{row.condition}]" if isinstance(row.condition, str) and row.condition else ""
+        condition = (
+            f" [{row.condition}]" if isinstance(row.condition, str) and row.condition else ""
+        )
         lines.append(
             f"{row.claim_id}{condition:24s} {row.verdict:13s} {row.statistic} = {row.estimate:.4g} "
             f"[{row.ci_low:.4g}, {row.ci_high:.4g}] (n={row.n_seeds})\n    {row.finding}"

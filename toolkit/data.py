@@ -101,9 +101,7 @@ def _split_train_val(x, y, num_val: int, seed: int):
     rng = np.random.default_rng(seed)
     classes = np.unique(y)
     per_class = num_val // len(classes)
-    val_idx = np.concatenate(
-        [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes]
-    )
+    val_idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes])
     val_idx = np.sort(val_idx)
     train_mask = np.ones(len(y), bool)
     train_mask[val_idx] = False

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +116,13 @@ def per_example_loss(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Arr
 class Cohort:
     """The compiled training program of one cohort, and the loop over its chunks."""
 
-    def __init__(self, spec: CohortSpec, data: Dataset, run_axis: RunAxis | None = None):
+    def __init__(
+        self,
+        spec: CohortSpec,
+        data: Dataset,
+        run_axis: RunAxis | None = None,
+        history_points: int = MAX_HISTORY_POINTS,
+    ):
         self.spec = spec
         self.data = data
         self.run_axis = run_axis or RunAxis()
@@ -123,14 +130,19 @@ class Cohort:
         self.tx = _optimizer(spec.optimizer)
         self.num_train = len(data.y_train)
         self.steps_per_epoch = spec.steps_per_epoch(self.num_train)
-        self.eval_every, self.evals_per_chunk = schedule(spec.epochs)
+        self.eval_every, self.evals_per_chunk = schedule(spec.epochs, history_points)
         self.num_chunks = spec.epochs // (self.eval_every * self.evals_per_chunk)
         self.arrays = {
             name: jnp.asarray(getattr(data, name))
             for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
         self._init = self.run_axis.map_runs(self._init_run, num_run_args=2)
-        self._chunk = self.run_axis.map_runs(self._chunk_run, num_run_args=3)
+        # Two compiled variants: masks are drawn only when some run has dropout > 0
+        # (drawing them costs more than the matmuls of a small MLP on a CPU).
+        self._chunks = {
+            use: self.run_axis.map_runs(partial(self._chunk_run, use_dropout=use), num_run_args=3)
+            for use in (False, True)
+        }
 
     # ----- pure per-run functions -------------------------------------------------
     def loss(self, params, x, y, dropout_rate=0.0, key=None, weights=None):
@@ -197,7 +209,7 @@ class Cohort:
             "best_metrics": metrics,
         }, metrics
 
-    def _epoch(self, state, keys, hparams, arrays):
+    def _epoch(self, state, keys, hparams, arrays, use_dropout):
         """One pass over the shuffled training set: ceil(N/B) steps, the last one short."""
         n, b, num_steps = self.num_train, self.spec.batch_size, self.steps_per_epoch
         epoch_key = jax.random.fold_in(keys["order"], state["epoch"])
@@ -211,7 +223,7 @@ class Cohort:
         def step(carry, batch):
             params, opt_state, active, diverged, steps = carry
             index, w, step_in_epoch = batch
-            key = jax.random.fold_in(dropout_epoch_key, step_in_epoch)
+            key = jax.random.fold_in(dropout_epoch_key, step_in_epoch) if use_dropout else None
             xb, yb = arrays["x_train"][index], state["labels"][index]
             loss, grads = jax.value_and_grad(self.loss)(params, xb, yb, hparams["dropout"], key, w)
             updates, new_opt = tx.update(grads, opt_state, params)
@@ -223,7 +235,13 @@ class Cohort:
             diverged = diverged | (active & ~finite)
             return (params, opt_state, active & finite, diverged, steps + take), None
 
-        carry = (state["params"], state["opt_state"], state["active"], state["diverged"], state["steps"])
+        carry = (
+            state["params"],
+            state["opt_state"],
+            state["active"],
+            state["diverged"],
+            state["steps"],
+        )
         carry, _ = jax.lax.scan(step, carry, (batches, weights, jnp.arange(num_steps)))
         params, opt_state, active, diverged, steps = carry
         return {
@@ -236,12 +254,15 @@ class Cohort:
             "epoch": state["epoch"] + 1,
         }
 
-    def _chunk_run(self, state, keys, hparams, arrays):
+    def _chunk_run(self, state, keys, hparams, arrays, use_dropout):
         """``evals_per_chunk`` × (``eval_every`` epochs, then one evaluation)."""
 
         def interval(state, _):
             state = jax.lax.fori_loop(
-                0, self.eval_every, lambda _, s: self._epoch(s, keys, hparams, arrays), state
+                0,
+                self.eval_every,
+                lambda _, s: self._epoch(s, keys, hparams, arrays, use_dropout),
+                state,
             )
             metrics = self._metrics(state["params"], state["labels"], arrays)
             exploded = ~jnp.all(jnp.isfinite(metrics)) | (metrics[0] >= DIVERGED_LOSS)
@@ -279,13 +300,14 @@ class Cohort:
         arrays = axis.put_shared(self.arrays)
         timings = {"first_chunk_s": 0.0, "run_s": 0.0}
         start = time.perf_counter()
+        chunk_fn = self._chunks[bool(np.any(np.asarray(hparams["dropout"]) > 0))]
         state, metrics0 = self._init(keys, hparams, arrays)
         history = [np.asarray(metrics0)[:num_runs, None, :]]
         steps = [np.zeros((num_runs, 1), np.int64)]
         timings["init_s"] = time.perf_counter() - start
         for chunk in range(self.num_chunks):
             start = time.perf_counter()
-            state, metrics, chunk_steps = self._chunk(state, keys, hparams, arrays)
+            state, metrics, chunk_steps = chunk_fn(state, keys, hparams, arrays)
             history.append(np.asarray(metrics)[:num_runs])
             steps.append(np.asarray(chunk_steps)[:num_runs].astype(np.int64))
             # The first chunk includes compilation; later chunks are pure run time.
@@ -314,9 +336,8 @@ class Cohort:
 
     def run(self, keys: dict, hparams: dict) -> CohortResult:
         """Train to the end without progress reporting."""
-        for update in self.train(keys, hparams):
-            pass
-        return update["result"]
+        *_, last = self.train(keys, hparams)
+        return last["result"]
 
 
 @dataclass

@@ -45,7 +45,9 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
     png = out_dir / f"{name}.png"
     fig.savefig(png, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(
-        out_dir / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None, "Creator": None}
+        out_dir / f"{name}.pdf",
+        bbox_inches="tight",
+        metadata={"CreationDate": None, "Creator": None},
     )
     plt.close(fig)
     return png

@@ -13,16 +13,14 @@ Conventions:
   ``lax.scan`` walks through, and the per-chunk means are averaged.  The leading data
   dimension must be divisible by ``chunk_size`` (checked, since shapes are static); equal
   chunks make the average of chunk means the exact mean, with no padding or masking.
-* Every public function traces under ``jax.default_matmul_precision("highest")``, because
+* Every function that evaluates the loss traces under ``default_matmul_precision("highest")``:
   TF32 on GPU shifts a top Hessian eigenvalue by ~5e-5 relative (no effect on CPU).
 
-Lanczos is written here rather than taken from ``matfree`` (0.6.3).  matfree's
-``decomp.tridiag_sym`` vmaps and agrees on generic spectra, but it does not handle breakdown
-(the Krylov space becoming invariant), which is the normal case for the tiny models where
-``num_iters`` reaches the parameter count: on ``H = 0`` it returns NaN and on ``H = 2I`` with
-``num_matvecs = n`` it returns spurious Ritz values (7.4 and -3.4).  It also rejects
-``num_matvecs > n`` rather than clamping, and it is not a declared dependency.  The
-version below restarts from a fresh orthogonal random vector on breakdown.
+Lanczos is hand-written rather than taken from ``matfree`` 0.6.3, whose
+``decomp.tridiag_sym`` vmaps and matches on generic spectra but has no breakdown handling
+(an invariant Krylov space: ``H = 0`` gives NaN, ``H = 2I`` with ``num_matvecs = n`` gives
+spurious Ritz values 7.4 and -3.4), raises for ``num_matvecs > n`` instead of clamping, and
+is not a project dependency.  Here a breakdown restarts from a fresh orthogonal vector.
 """
 
 from __future__ import annotations
@@ -37,7 +35,9 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 PyTree = Any
-LossFn = Callable[[PyTree, Any, Any], jax.Array]
+Array = jax.Array
+Chunk = int | None  # examples per chunk; None evaluates all at once
+LossFn = Callable[[PyTree, Any, Any], Array]
 
 
 def _highest_precision(fn: Callable) -> Callable:
@@ -55,11 +55,11 @@ def _num_examples(x: PyTree) -> int:
     return jax.tree.leaves(x)[0].shape[0]
 
 
-def _chunk_mean(f: Callable, x: PyTree, y: PyTree, chunk_size: int | None) -> PyTree:
+def _chunk_mean(f: Callable, x: PyTree, y: PyTree, chunk_size: Chunk) -> PyTree:
     """Mean of ``f(x_chunk, y_chunk)`` over equal chunks, scanned so memory holds one chunk."""
-    if chunk_size is None or chunk_size >= _num_examples(x):
-        return f(x, y)
     n = _num_examples(x)
+    if chunk_size is None or chunk_size >= n:
+        return f(x, y)
     if n % chunk_size:
         raise ValueError(f"{n} examples are not divisible by chunk_size={chunk_size}")
     chunks = jax.tree.map(lambda a: a.reshape(n // chunk_size, chunk_size, *a.shape[1:]), (x, y))
@@ -73,7 +73,7 @@ def _chunk_mean(f: Callable, x: PyTree, y: PyTree, chunk_size: int | None) -> Py
     return jax.tree.map(lambda t: t / (n // chunk_size), total)
 
 
-def _mean_loss(loss_fn: LossFn, params: PyTree, x, y, chunk_size: int | None) -> jax.Array:
+def _mean_loss(loss_fn: LossFn, params: PyTree, x, y, chunk_size: Chunk) -> Array:
     return _chunk_mean(lambda xc, yc: loss_fn(params, xc, yc), x, y, chunk_size)
 
 
@@ -83,7 +83,7 @@ def _add_scaled(params: PyTree, direction: PyTree, scale) -> PyTree:
 
 
 @_highest_precision
-def hvp(loss_fn: LossFn, params: PyTree, x, y, v: PyTree, chunk_size: int | None = None) -> PyTree:
+def hvp(loss_fn: LossFn, params: PyTree, x, y, v: PyTree, chunk_size: Chunk = None) -> PyTree:
     """Hessian-vector product H v of the mean loss, by forward-over-reverse differentiation."""
 
     def chunk_hvp(xc, yc):
@@ -93,13 +93,13 @@ def hvp(loss_fn: LossFn, params: PyTree, x, y, v: PyTree, chunk_size: int | None
     return _chunk_mean(chunk_hvp, x, y, chunk_size)
 
 
-def _flat_hvp(loss_fn: LossFn, params: PyTree, x, y, chunk_size: int | None) -> Callable:
+def _flat_hvp(loss_fn: LossFn, params: PyTree, x, y, chunk_size: Chunk) -> Callable:
     """The Hessian as a function on flat vectors, for the Krylov and trace routines."""
     _, unravel = ravel_pytree(params)
     return lambda v: ravel_pytree(hvp(loss_fn, params, x, y, unravel(v), chunk_size))[0]
 
 
-def _lanczos(matvec: Callable, like: jax.Array, key: jax.Array, num_iters: int) -> jax.Array:
+def _lanczos(matvec: Callable, like: Array, key: Array, num_iters: int) -> Array:
     """Ascending Ritz values of a symmetric operator after ``min(num_iters, n)`` Lanczos steps.
 
     Full reorthogonalisation (two Gram-Schmidt passes against all stored vectors) keeps
@@ -123,7 +123,8 @@ def _lanczos(matvec: Callable, like: jax.Array, key: jax.Array, num_iters: int) 
         w = orthogonalise(basis, w)
         beta = jnp.linalg.norm(w)
         # Breakdown (invariant Krylov space) leaves only rounding noise in w; continuing
-        # from a fresh orthogonal random vector with zero coupling keeps T exact.
+        # from a fresh random vector orthogonal to the basis, with zero coupling, keeps the
+        # basis orthonormal and T its exact projection of the operator.
         broke = beta <= 10 * eps * jnp.sqrt(n) * scale
         fresh = orthogonalise(
             basis, jax.random.normal(jax.random.fold_in(restart_key, i), (n,), dtype)
@@ -133,12 +134,8 @@ def _lanczos(matvec: Callable, like: jax.Array, key: jax.Array, num_iters: int) 
         return basis, alphas, betas, v_next
 
     v0 = jax.random.normal(start_key, (n,), dtype)
-    init = (
-        jnp.zeros((m, n), dtype),
-        jnp.zeros(m, dtype),
-        jnp.zeros(m, dtype),
-        v0 / jnp.linalg.norm(v0),
-    )
+    zeros = jnp.zeros(m, dtype)
+    init = (jnp.zeros((m, n), dtype), zeros, zeros, v0 / jnp.linalg.norm(v0))
     _, alphas, betas, _ = lax.fori_loop(0, m, step, init)
     off = betas[:-1]
     tridiagonal = jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
@@ -151,17 +148,19 @@ def lanczos_eigs(
     params: PyTree,
     x,
     y,
-    key: jax.Array,
+    key: Array,
     num_iters: int = 40,
     k: int = 3,
-    chunk_size: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
+    chunk_size: Chunk = None,
+) -> tuple[Array, Array]:
     """Top-``k`` Hessian eigenvalues (descending) and the smallest (algebraic) eigenvalue.
 
     Lanczos with full reorthogonalisation on the flattened parameters; ``num_iters`` HVPs,
     clamped to the parameter count.  Extreme eigenvalues converge first, which is why both
     ends are returned; ``k`` is clamped to the number of Ritz values.  Memory holds
-    ``num_iters`` parameter-sized vectors.
+    ``num_iters`` parameter-sized vectors.  On the 203-parameter test MLP the default 40
+    iterations give the top 3 and the smallest to ~1e-15 relative in float64 and ~4e-7 in
+    float32 (20 iterations: ~2e-6 in float64).
     """
     flat, _ = ravel_pytree(params)
     ritz = _lanczos(_flat_hvp(loss_fn, params, x, y, chunk_size), flat, key, num_iters)
@@ -170,18 +169,13 @@ def lanczos_eigs(
 
 @_highest_precision
 def adaptive_top_eig(
-    loss_fn: LossFn,
-    params: PyTree,
-    x,
-    y,
-    key: jax.Array,
-    num_iters: int = 40,
-    chunk_size: int | None = None,
-) -> jax.Array:
+    loss_fn: LossFn, params: PyTree, x, y, key: Array, num_iters: int = 40, chunk_size: Chunk = None
+) -> Array:
     """Top eigenvalue of diag(|θ|) H diag(|θ|), a curvature invariant to ReLU layer rescaling.
 
     Rescaling θ→Dθ (D diagonal, positive) maps H to D⁻¹HD⁻¹ and |θ| to D|θ|, so the scaled
-    operator is unchanged; the raw top eigenvalue is not (Dinh et al. 2017).
+    operator is unchanged; the raw top eigenvalue is not (Dinh et al. 2017).  Zero-valued
+    parameters (e.g. zero-initialised biases) drop out.
     """
     flat, _ = ravel_pytree(params)
     scale = jnp.abs(flat)
@@ -195,10 +189,10 @@ def hutchinson_trace(
     params: PyTree,
     x,
     y,
-    key: jax.Array,
+    key: Array,
     num_probes: int = 100,
-    chunk_size: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
+    chunk_size: Chunk = None,
+) -> tuple[Array, Array]:
     """Hessian trace estimate from Rademacher probes zᵀHz: (mean, standard error over probes).
 
     Probes run sequentially (``lax.map``) so memory does not grow with ``num_probes``.
@@ -210,14 +204,13 @@ def hutchinson_trace(
     return samples.mean(), samples.std(ddof=1) / jnp.sqrt(num_probes)
 
 
-def _box_max(
-    loss_fn: LossFn, params: PyTree, x, y, radius: jax.Array, steps: int, chunk_size: int | None
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Maximise L(θ + radius⊙u) over u ∈ [-1, 1]ⁿ by projected sign-gradient ascent.
+def _box_sharpness(loss_fn, params, x, y, radius, steps, chunk_size, return_delta):
+    """100·(max_u L(θ + radius⊙u) − L(θ)) / (1 + L(θ)) over u ∈ [-1, 1]ⁿ.
 
-    Starts at the gradient-sign corner u = sign(∇ᵤL) and keeps the best point seen, so the
-    result is at least both L(θ) and the single-step corner value.  Steps are 2.5/steps
-    (Madry et al. 2018) so the iterate can cross the box.  Returns (L(θ), best, best δ).
+    Projected sign-gradient ascent: start at the gradient-sign corner u = sign(∇ᵤL), take
+    ``steps`` sign steps of size 2.5/steps (Madry et al. 2018, so the iterate can cross the
+    box), clip back into the box, and keep the best point seen.  Including θ and the corner
+    among the points seen makes the result ≥ 0 and ≥ the one-step corner value.
     """
     flat, unravel = ravel_pytree(params)
 
@@ -228,26 +221,18 @@ def _box_max(
         return _chunk_mean(chunk, x, y, chunk_size)
 
     loss0, grad0 = value_and_grad(jnp.zeros_like(flat))
-    lr = 2.5 / steps
 
     def step(_, state):
         u, best, best_u = state
         value, grad = value_and_grad(u)
         best_u = jnp.where(value > best, u, best_u)
-        best = jnp.maximum(value, best)
-        return jnp.clip(u + lr * jnp.sign(grad), -1, 1), best, best_u
+        return jnp.clip(u + 2.5 / steps * jnp.sign(grad), -1, 1), jnp.maximum(value, best), best_u
 
-    u0 = jnp.sign(grad0)
-    u, best, best_u = lax.fori_loop(0, steps, step, (u0, loss0, jnp.zeros_like(flat)))
-    last = _mean_loss(loss_fn, unravel(flat + radius * u), x, y, chunk_size)
-    best_u = jnp.where(last > best, u, best_u)
-    best = jnp.maximum(last, best)
-    return loss0, best, unravel(radius * best_u)
-
-
-def _sharpness_from(loss0, best, delta, return_delta: bool):
+    # steps + 1 evaluations: the corner plus one per ascent step (the last update is unused).
+    init = (jnp.sign(grad0), loss0, jnp.zeros_like(flat))
+    _, best, best_u = lax.fori_loop(0, steps + 1, step, init)
     value = 100 * (best - loss0) / (1 + loss0)
-    return (value, delta) if return_delta else value
+    return (value, unravel(radius * best_u)) if return_delta else value
 
 
 @_highest_precision
@@ -258,21 +243,18 @@ def keskar_sharpness(
     y,
     eps: float = 1e-3,
     steps: int = 20,
-    chunk_size: int | None = None,
+    chunk_size: Chunk = None,
     return_delta: bool = False,
 ):
     """Keskar et al. (2017) sharpness, metric 2.1 in full space (A = I).
 
     100·(max_{|δᵢ| ≤ ε(|θᵢ|+1)} L(θ+δ) − L(θ)) / (1 + L(θ)).  Keskar used 10 L-BFGS-B
-    iterations; here the max is taken by ``steps`` projected sign-gradient ascent steps from
-    the gradient-sign corner, keeping the best value (see ``_box_max``), so it is ≥ 0 and ≥
-    the one-step corner value.  With ``return_delta`` also returns the maximising δ.
+    iterations; here the max is taken by projected sign-gradient ascent from the
+    gradient-sign corner, keeping the best value seen (``_box_sharpness``), so it is ≥ 0
+    and ≥ the one-step corner value.  ``return_delta`` also returns the maximising δ.
     """
-    flat, _ = ravel_pytree(params)
-    radius = eps * (jnp.abs(flat) + 1)
-    return _sharpness_from(
-        *_box_max(loss_fn, params, x, y, radius, steps, chunk_size), return_delta
-    )
+    radius = eps * (jnp.abs(ravel_pytree(params)[0]) + 1)
+    return _box_sharpness(loss_fn, params, x, y, radius, steps, chunk_size, return_delta)
 
 
 @_highest_precision
@@ -283,7 +265,7 @@ def adaptive_sharpness(
     y,
     eps: float = 1e-3,
     steps: int = 20,
-    chunk_size: int | None = None,
+    chunk_size: Chunk = None,
     return_delta: bool = False,
 ):
     """Elementwise-adaptive sharpness: the Keskar max over the box |δᵢ| ≤ ε|θᵢ|.
@@ -293,14 +275,11 @@ def adaptive_sharpness(
     ascent, and the value, are invariant to ReLU layer rescaling.  Parameters equal to zero
     get no room to move.
     """
-    flat, _ = ravel_pytree(params)
-    radius = eps * jnp.abs(flat)
-    return _sharpness_from(
-        *_box_max(loss_fn, params, x, y, radius, steps, chunk_size), return_delta
-    )
+    radius = eps * jnp.abs(ravel_pytree(params)[0])
+    return _box_sharpness(loss_fn, params, x, y, radius, steps, chunk_size, return_delta)
 
 
-def filter_normalized_direction(params: PyTree, key: jax.Array) -> PyTree:
+def filter_normalized_direction(params: PyTree, key: Array) -> PyTree:
     """Li et al. (2018) random direction with each filter scaled to its weight's norm.
 
     A Flax kernel's last axis indexes output units (Dense (in, out), Conv (..., in, out)),
@@ -323,8 +302,8 @@ def filter_normalized_direction(params: PyTree, key: jax.Array) -> PyTree:
 
 @_highest_precision
 def slice_1d(
-    loss_fn: LossFn, params: PyTree, x, y, direction: PyTree, alphas, chunk_size: int | None = None
-) -> jax.Array:
+    loss_fn: LossFn, params: PyTree, x, y, direction: PyTree, alphas, chunk_size: Chunk = None
+) -> Array:
     """Loss (or metrics) at θ + α·d for each α; shape (len(alphas), *metric_shape)."""
     at = lambda a: _mean_loss(loss_fn, _add_scaled(params, direction, a), x, y, chunk_size)
     return lax.map(at, jnp.asarray(alphas))
@@ -340,8 +319,8 @@ def slice_2d(
     d2: PyTree,
     alphas,
     betas,
-    chunk_size: int | None = None,
-) -> jax.Array:
+    chunk_size: Chunk = None,
+) -> Array:
     """Loss (or metrics) on the grid θ + α·d1 + β·d2; shape (len(alphas), len(betas), ...)."""
     a_grid, b_grid = jnp.meshgrid(jnp.asarray(alphas), jnp.asarray(betas), indexing="ij")
 
@@ -355,11 +334,17 @@ def slice_2d(
 
 @_highest_precision
 def interpolate(
-    loss_fn: LossFn, params_a: PyTree, params_b: PyTree, x, y, ts, chunk_size: int | None = None
-) -> jax.Array:
-    """Loss (or metrics) at (1−t)·θa + t·θb for each t; shape (len(ts), *metric_shape)."""
-    delta = jax.tree.map(jnp.subtract, params_b, params_a)
-    at = lambda t: _mean_loss(loss_fn, _add_scaled(params_a, delta, t), x, y, chunk_size)
+    loss_fn: LossFn, params_a: PyTree, params_b: PyTree, x, y, ts, chunk_size: Chunk = None
+) -> Array:
+    """Loss (or metrics) at (1−t)·θa + t·θb for each t; shape (len(ts), *metric_shape).
+
+    The convex combination is formed as written so t = 0 and t = 1 hit the endpoints exactly.
+    """
+
+    def at(t):
+        mix = lambda a, b: ((1 - t) * a + t * b).astype(a.dtype)
+        return _mean_loss(loss_fn, jax.tree.map(mix, params_a, params_b), x, y, chunk_size)
+
     return lax.map(at, jnp.asarray(ts))
 
 
@@ -369,11 +354,11 @@ def gradient_noise(
     params: PyTree,
     x,
     y,
-    key: jax.Array,
+    key: Array,
     batch_size: int,
     num_batches: int = 32,
-    chunk_size: int | None = None,
-) -> jax.Array:
+    chunk_size: Chunk = None,
+) -> Array:
     """Minibatch gradient variance: mean over batches of ‖g_B − g_full‖².
 
     Each batch is drawn without replacement, so in expectation this is

@@ -60,7 +60,11 @@ class CNN1D(nn.Module):
         act = ACTIVATIONS[self.activation]
         h = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
         features = [h.reshape(h.shape[0], -1)]
-        keys = [None] * len(self.channels) if key is None else jax.random.split(key, len(self.channels))
+        keys = (
+            [None] * len(self.channels)
+            if key is None
+            else jax.random.split(key, len(self.channels))
+        )
         for width, kernel, layer_key in zip(self.channels, self.kernels, keys):
             h = act(nn.Conv(width, (kernel,), strides=(2,), padding="SAME")(h))
             features.append(h.reshape(h.shape[0], -1))
@@ -69,7 +73,9 @@ class CNN1D(nn.Module):
         return (logits, features) if return_features else logits
 
 
-def build(kind: str, widths: Sequence[int], num_classes: int, activation: str = "relu") -> nn.Module:
+def build(
+    kind: str, widths: Sequence[int], num_classes: int, activation: str = "relu"
+) -> nn.Module:
     """The model called ``kind`` ("mlp" or "cnn"); ``widths`` are hidden widths / channels."""
     if kind == "mlp":
         return MLP(tuple(widths), num_classes, activation)

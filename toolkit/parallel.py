@@ -68,7 +68,8 @@ class RunAxis:
 
         def specs(num_args: int):
             return tuple(
-                PartitionSpec(RUNS) if i < num_run_args else PartitionSpec() for i in range(num_args)
+                PartitionSpec(RUNS) if i < num_run_args else PartitionSpec()
+                for i in range(num_args)
             )
 
         def mapped(*args):

@@ -68,7 +68,9 @@ class ResultsFolder:
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ResultsError(f"{path} is not valid JSON ({err}); delete it or use --force") from err
+            raise ResultsError(
+                f"{path} is not valid JSON ({err}); delete it or use --force"
+            ) from err
 
     def summary(self) -> pd.DataFrame:
         return read_csv(self.path / "summary.csv")

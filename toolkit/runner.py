@@ -107,7 +107,12 @@ def cost(runs: Sequence[Run]) -> dict:
         n_train = len(datasets.load(spec.dataset).y_train)
         epochs += spec.epochs
         steps += spec.epochs * spec.steps_per_epoch(n_train)
-    return {"runs": len(runs), "cohorts": len(group_cohorts(runs)), "steps": steps, "epochs": epochs}
+    return {
+        "runs": len(runs),
+        "cohorts": len(group_cohorts(runs)),
+        "steps": steps,
+        "epochs": epochs,
+    }
 
 
 @dataclass
