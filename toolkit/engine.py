@@ -62,6 +62,7 @@ class CohortSpec:
     loss: str  # "ce" (softmax cross-entropy) or "mse" (0.5·||logits − onehot||²)
     batch_size: int
     epochs: int
+    history_points: int = 200  # evaluations kept per run (≤); fewer evaluations are cheaper
 
     def steps_per_epoch(self, num_train: int) -> int:
         return steps_per_epoch(num_train, self.batch_size)
@@ -121,7 +122,7 @@ class Cohort:
         spec: CohortSpec,
         data: Dataset,
         run_axis: RunAxis | None = None,
-        history_points: int = MAX_HISTORY_POINTS,
+        history_points: int | None = None,
     ):
         self.spec = spec
         self.data = data
@@ -130,7 +131,9 @@ class Cohort:
         self.tx = _optimizer(spec.optimizer)
         self.num_train = len(data.y_train)
         self.steps_per_epoch = spec.steps_per_epoch(self.num_train)
-        self.eval_every, self.evals_per_chunk = schedule(spec.epochs, history_points)
+        self.eval_every, self.evals_per_chunk = schedule(
+            spec.epochs, history_points or spec.history_points
+        )
         self.num_chunks = spec.epochs // (self.eval_every * self.evals_per_chunk)
         self.arrays = {
             name: jnp.asarray(getattr(data, name))

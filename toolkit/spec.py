@@ -58,6 +58,7 @@ class RunConfig:
     stop_train_loss: float = 0.0  # stop a run when its full-train loss ≤ this (0: never)
     pin_init_seed: int = -1  # ≥ 0: every run's init stream uses this seed
     pin_order_seed: int = -1  # ≥ 0: every run's data-order stream uses this seed
+    history_points: int = 200  # at most this many evaluations per run (evenly spaced)
 
     def cohort_spec(self) -> CohortSpec:
         return CohortSpec(
@@ -69,6 +70,7 @@ class RunConfig:
             loss=self.loss,
             batch_size=self.batch_size,
             epochs=self.epochs,
+            history_points=self.history_points,
         )
 
     def hparams(self) -> dict[str, float]:
