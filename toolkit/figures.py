@@ -7,6 +7,7 @@ across seeds, and captions say how many seeds it covers.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -43,6 +44,9 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
+    with warnings.catch_warnings():  # colorbar axes cannot take part; the rest can
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.savefig(png, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(
         out_dir / f"{name}.pdf",
@@ -66,10 +70,13 @@ def band(
     groups = [hue, x] if hue else [x]
     stats = mean_ci_by_group(frame, groups, y)
     hue_values = stats[hue].drop_duplicates().tolist() if hue else [None]
+    fixed_color = line_kwargs.pop("color", None)
+    fixed_label = line_kwargs.pop("label", None)
     colors = sns.color_palette(PALETTE, max(len(hue_values), 1))
     for color, value in zip(colors, hue_values):
+        color = fixed_color or color
         part = stats if hue is None else stats[stats[hue] == value]
-        label = label_format.format(value) if hue else line_kwargs.pop("label", None)
+        label = label_format.format(value) if hue else fixed_label
         ax.plot(part[x], part["mean"], color=color, label=label, **line_kwargs)
         ax.fill_between(part[x], part["ci_low"], part["ci_high"], color=color, alpha=0.2, lw=0)
 

@@ -377,3 +377,16 @@ def gradient_noise(
         return jnp.sum((batch - full) ** 2)
 
     return lax.map(squared_deviation, jax.random.split(key, num_batches)).mean()
+
+
+def rescale_layers(params: PyTree, first: str, second: str, alpha: float) -> PyTree:
+    """θ with layer ``first`` (kernel and bias) × α and the kernel of ``second`` × 1/α.
+
+    With a ReLU (positively homogeneous) between the two layers the network computes
+    the same function, yet raw curvature changes (Dinh et al. 2017): the reparametrization
+    behind the invariant measures above.
+    """
+    layers = dict(params["params"])
+    layers[first] = {name: value * alpha for name, value in layers[first].items()}
+    layers[second] = {**layers[second], "kernel": layers[second]["kernel"] / alpha}
+    return {**params, "params": layers}

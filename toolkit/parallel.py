@@ -27,6 +27,7 @@ class RunAxis:
     def __init__(self, devices: Sequence[jax.Device] | None = None):
         self.devices = list(devices) if devices is not None else jax.devices()
         self.mesh = Mesh(np.array(self.devices), (RUNS,))
+        self._mapped: dict[tuple, Callable] = {}
 
     @property
     def num_devices(self) -> int:
@@ -59,8 +60,15 @@ class RunAxis:
         """jit(shard_map(vmap(fn))): the first ``num_run_args`` arguments carry a run axis.
 
         The remaining arguments are shared by every run (broadcast, replicated).
-        Every output carries the run axis.
+        Every output carries the run axis. The jitted function is cached per ``fn``, so
+        calling again with the same function (and shapes) does not recompile.
         """
+        cache_key = (fn, num_run_args)
+        if cache_key not in self._mapped:
+            self._mapped[cache_key] = self._build(fn, num_run_args)
+        return self._mapped[cache_key]
+
+    def _build(self, fn: Callable, num_run_args: int) -> Callable:
 
         def per_device(*args):
             in_axes = (0,) * num_run_args + (None,) * (len(args) - num_run_args)

@@ -73,13 +73,13 @@ class ResultsFolder:
             ) from err
 
     def summary(self) -> pd.DataFrame:
-        return read_csv(self.path / "summary.csv")
+        return self.table("summary")
 
     def history(self) -> pd.DataFrame:
-        return read_csv(self.path / "history.csv")
+        return self.table("history")
 
     def verdicts(self) -> pd.DataFrame:
-        return read_csv(self.path / "verdicts.csv")
+        return self.table("verdicts")
 
     def done_run_ids(self) -> set[str]:
         summary = self.summary()
@@ -112,19 +112,35 @@ class ResultsFolder:
     def lock(self) -> FileLock:
         return FileLock(str(self.path / ".lock"))
 
-    def append_runs(self, summary: pd.DataFrame, history: pd.DataFrame, order: list[str]) -> None:
-        """Merge new runs' rows into summary and history; ``order`` sorts the rows."""
+    def table(self, name: str) -> pd.DataFrame:
+        """An experiment's own per-run table (``<name>.csv``), e.g. loss slices."""
+        return read_csv(self.path / f"{name}.csv")
+
+    def append_runs(
+        self,
+        summary: pd.DataFrame,
+        history: pd.DataFrame,
+        order: list[str],
+        tables: dict[str, pd.DataFrame] | None = None,
+    ) -> None:
+        """Merge new runs' rows into summary, history and any per-run tables.
+
+        ``order`` sorts the rows (then each table's own trailing columns keep their
+        order); every frame has a ``run_id`` column.
+        """
+        frames = {"summary": summary, "history": history, **(tables or {})}
         with self.lock():
-            merged_summary = _merge(self.summary(), summary, order)
-            merged_history = _merge(self.history(), history, order + ["epoch"])
-            self._write_frame("summary.csv", merged_summary)
-            self._write_frame("history.csv", merged_history, gz=len(merged_history) > GZIP_ROWS)
+            for name, frame in frames.items():
+                if frame.empty:
+                    continue
+                merged = _merge(self.table(name), frame, order + ["epoch"] * (name == "history"))
+                self._write_frame(f"{name}.csv", merged, gz=len(merged) > GZIP_ROWS)
 
     def clear(self) -> None:
         """Remove previous result tables (``--force``)."""
         with self.lock():
-            for name in ("summary.csv", "history.csv", "history.csv.gz", "verdicts.csv"):
-                (self.path / name).unlink(missing_ok=True)
+            for path in [*self.path.glob("*.csv"), *self.path.glob("*.csv.gz")]:
+                path.unlink(missing_ok=True)
 
     def write_verdicts(self, verdicts: pd.DataFrame) -> None:
         with self.lock():
@@ -161,4 +177,5 @@ def _merge(old: pd.DataFrame, new: pd.DataFrame, order: list[str]) -> pd.DataFra
     # A round trip through CSV text gives old and new rows the same dtypes.
     merged = pd.read_csv(io.BytesIO(frame_bytes(merged)))
     keys = [c for c in order if c in merged.columns]
+    # Rows of one run keep their written order (stable sort), e.g. a slice's points.
     return merged.sort_values(keys, kind="stable").reset_index(drop=True)

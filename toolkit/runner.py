@@ -173,10 +173,14 @@ def run_experiment(
         measured_start = time.perf_counter()
         measures = {}
         if hasattr(experiment.module, "measure"):
+            # Per-run arrays become summary columns; DataFrames (with run_id and the
+            # grid factors) become tables of their own, e.g. slices.csv.
             measures = experiment.module.measure(TrainedCohort(cohort, cohort_runs, result))
         result.timings["measure_s"] = time.perf_counter() - measured_start
-        summary, history = _rows(experiment.name, cohort, cohort_runs, result, measures)
-        folder.append_runs(summary, history, order=factors + ["seed"])
+        tables = {k: v for k, v in measures.items() if isinstance(v, pd.DataFrame)}
+        columns = {k: v for k, v in measures.items() if k not in tables}
+        summary, history = _rows(experiment.name, cohort, cohort_runs, result, columns)
+        folder.append_runs(summary, history, order=factors + ["seed"], tables=tables)
         folder.update_meta({"cohorts": [_cohort_meta(spec, cohort, cohort_runs, result)]})
         runs_done += len(cohort_runs)
         bar.set_postfix_str(f"runs {runs_done}/{len(todo)}")

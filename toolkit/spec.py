@@ -23,6 +23,7 @@ import pkgutil
 import typing
 from dataclasses import dataclass
 from types import ModuleType
+from typing import ClassVar
 
 from toolkit.engine import HPARAMS, STREAMS, CohortSpec
 
@@ -59,6 +60,9 @@ class RunConfig:
     pin_init_seed: int = -1  # ≥ 0: every run's init stream uses this seed
     pin_order_seed: int = -1  # ≥ 0: every run's data-order stream uses this seed
     history_points: int = 200  # at most this many evaluations per run (evenly spaced)
+
+    #: Fields an experiment computes from others (``--set`` on them is an error).
+    DERIVED: ClassVar[dict[str, str]] = {}
 
     def cohort_spec(self) -> CohortSpec:
         return CohortSpec(
@@ -183,6 +187,9 @@ def parse_overrides(experiment: Experiment, pairs: typing.Iterable[str]) -> dict
             raise SpecError(
                 f"unknown --set key {key!r} for {experiment.name}; valid keys: {', '.join(fields)}"
             )
+        derived = experiment.config_class.DERIVED
+        if key in derived:
+            raise SpecError(f"--set {key}: {experiment.name} derives it; {derived[key]}")
         out[key] = _coerce(key, text.strip(), hints[key])
     return out
 
