@@ -70,7 +70,8 @@ def main() -> None:
     single = jax.jit(measure)
 
     def one_by_one(p, k):
-        return [single(jax.tree_util.tree_map(lambda a: a[i], p), k[i]) for i in range(r)]
+        runs = [jax.tree_util.tree_map(lambda a, i=i: a[i], p) for i in range(r)]
+        return [single(run, k[i]) for i, run in enumerate(runs)]
 
     cohort_grad = jax.jit(jax.vmap(jax.grad(lambda p: loss(p, x, y))))
     t_vmapped = timed(vmapped, params, keys, repeats=3)
