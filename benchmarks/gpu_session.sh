@@ -14,7 +14,7 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.
 step() { echo "=== $* ($(date +%T))"; }
 step engine; timeout 120 python3 benchmarks/bench_engine.py --seeds ${BENCH_SEEDS:-10 100 1000} --epochs 5 --loop-seeds 2 | tee "$OUT/bench_engine.jsonl"
 step anchor; timeout 60 python3 .devrun/anchor_vmap.py "${ANCHOR_PLAN:-[[\"loop\",2,1],[\"vmap\",10,5],[\"vmap\",100,5],[\"vmap\",1000,5]]}" | tee "$OUT/anchor.jsonl"
-step curvature; timeout 60 python3 benchmarks/bench_curvature.py --runs 10 | tee "$OUT/bench_curvature.jsonl"
+step curvature; timeout 120 python3 benchmarks/bench_curvature.py --runs 10 | tee "$OUT/bench_curvature.jsonl"
 for name in ${EXPERIMENTS:-exp_sharp_flat exp_overfitting exp_width_landscape}; do
   step "$name"; timeout "${EXPERIMENT_TIMEOUT:-100}" python3 -m toolkit run "$name" --profile "${PROFILE:-paper}" --out "$OUT/gpu/results" --quiet
 done

@@ -10,8 +10,8 @@ Python between chunks for progress and bookkeeping.
 Everything per run lives in the carried state: parameters and optimizer state,
 the (possibly noisy) training labels, the best-validation snapshot for early
 stopping, and the flags ``active`` / ``diverged``. A run whose loss or parameters
-become non-finite (or explode past ``DIVERGED_LOSS``) is frozen at its last finite
-parameters and flagged; a run may also stop when its full-train loss first reaches
+become non-finite (or explode past ``DIVERGED_LOSS``) during an epoch is frozen at
+its parameters from the start of that epoch and flagged; a run may also stop when its full-train loss first reaches
 ``stop_train_loss`` (matched-loss comparisons). Its neighbours train on unchanged.
 """
 
@@ -224,36 +224,32 @@ class Cohort:
         tx = self.tx(learning_rate=0.0, momentum=0.0, weight_decay=0.0)  # values live in state
 
         def step(carry, batch):
-            params, opt_state, active, diverged, steps = carry
+            params, opt_state, worst_loss = carry
             index, w, step_in_epoch = batch
             key = jax.random.fold_in(dropout_epoch_key, step_in_epoch) if use_dropout else None
             xb, yb = arrays["x_train"][index], state["labels"][index]
             loss, grads = jax.value_and_grad(self.loss)(params, xb, yb, hparams["dropout"], key, w)
-            updates, new_opt = tx.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            finite = jnp.isfinite(loss) & (loss < DIVERGED_LOSS) & _all_finite(new_params)
-            take = active & finite
-            params = _select(take, new_params, params)
-            opt_state = _select(take, new_opt, opt_state)
-            diverged = diverged | (active & ~finite)
-            return (params, opt_state, active & finite, diverged, steps + take), None
+            updates, opt_state = tx.update(grads, opt_state, params)
+            # NaN-propagating max: a non-finite minibatch loss anywhere marks the epoch.
+            worst_loss = jnp.where(jnp.isnan(loss), loss, jnp.maximum(worst_loss, loss))
+            return (optax.apply_updates(params, updates), opt_state, worst_loss), None
 
-        carry = (
-            state["params"],
-            state["opt_state"],
-            state["active"],
-            state["diverged"],
-            state["steps"],
-        )
+        # Divergence and stopping are decided once per epoch, not per step: per-step
+        # checks and selects are many small kernels, which dominate a small model's step
+        # on a GPU. A run that went non-finite (or past DIVERGED_LOSS) during the epoch,
+        # or that was frozen before it, keeps its state from the start of the epoch.
+        carry = (state["params"], state["opt_state"], jnp.float32(-jnp.inf))
         carry, _ = jax.lax.scan(step, carry, (batches, weights, jnp.arange(num_steps)))
-        params, opt_state, active, diverged, steps = carry
+        params, opt_state, worst_loss = carry
+        finite = jnp.isfinite(worst_loss) & (worst_loss < DIVERGED_LOSS) & _all_finite(params)
+        take = state["active"] & finite
         return {
             **state,
-            "params": params,
-            "opt_state": opt_state,
-            "active": active,
-            "diverged": diverged,
-            "steps": steps,
+            "params": _select(take, params, state["params"]),
+            "opt_state": _select(take, opt_state, state["opt_state"]),
+            "active": state["active"] & finite,
+            "diverged": state["diverged"] | (state["active"] & ~finite),
+            "steps": state["steps"] + take * num_steps,
             "epoch": state["epoch"] + 1,
         }
 
