@@ -55,13 +55,14 @@ def test_run_quick_then_figures(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "exp_nope"], "unknown experiment 'exp_nope'; available: exp_overfitting"),
+        (["run", "exp_nope"], "unknown experiment 'exp_nope'; available: exp_overfitting, "),
         (["run", "exp_overfitting", "--seeds", "0"], "--seeds must be a positive integer"),
         (["run", "exp_overfitting", "--seeds", "ten"], "--seeds must be a positive integer"),
         (["run", "exp_overfitting", "--set", "nope=1"], "unknown --set key 'nope'"),
         (["run", "exp_overfitting", "--set", "epochs=many"], "expected int"),
         (["run", "exp_overfitting", "--set", "epochs"], "--set expects key=value"),
         (["run", "exp_overfitting", "--profile", "huge"], "has no profile 'huge'"),
+        (["run", "exp_sharp_flat", "--set", "learning_rate=0.1"], "derives it; set base_lr"),
         (["show", "exp_nope"], "unknown experiment"),
         (["figures", "exp_overfitting", "--out", "/nonexistent/x"], "no results in"),
     ],
