@@ -429,43 +429,58 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
         bar.set_label("log₂ batch size")
         rho, low, high = spearman_over_seeds(matched, "lambda_max", "gap_acc")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("top Hessian eigenvalue")
         ax.set_ylabel("train − test accuracy")
         ax.set_title(f"At matched train loss: Spearman ρ = {rho:.2f} [{low:.2f}, {high:.2f}]")
         paths.append(fig.save(figure, out_dir, "gap_vs_sharpness"))
 
+    # Landscapes at matched train loss, per policy: the smallest and the largest batch
+    # size whose runs reached the target (unreached runs sit at other losses).
     slices = results.table("slices")
+    slices = slices[slices["run_id"].isin(frame.loc[frame["budget"] == "matched", "run_id"])]
     if not slices.empty:
-        part = slices[(slices["budget"] == "matched") & (slices["lr_policy"] == "fixed")]
-        part = part[part["run_id"].isin(frame["run_id"])]
-        small, large = part["batch_size"].min(), part["batch_size"].max()
-        figure, ax = plt.subplots(figsize=(4.4, 3.2))
-        chosen = part[part["batch_size"].isin([small, large])].copy()
-        chosen["batch"] = "B = " + chosen["batch_size"].astype(str)
-        fig.band(ax, chosen, "alpha", "loss", hue="batch")
-        ax.set_xlabel("α (filter-normalized direction)")
-        ax.set_ylabel("train loss (1,000 examples)")
-        ax.set_title(f"1-D loss slices at matched train loss (n = {fig.n_seeds(chosen)})")
-        ax.legend()
+        figure, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+        for ax, policy in zip(axes, ("fixed", "scaled")):
+            part = slices[slices["lr_policy"] == policy]
+            if part.empty:
+                continue
+            ends = [part["batch_size"].min(), part["batch_size"].max()]
+            chosen = part[part["batch_size"].isin(ends)].copy()
+            chosen["batch"] = "B = " + chosen["batch_size"].astype(str)
+            fig.band(ax, chosen, "alpha", "loss", hue="batch")
+            ax.set_xlabel("α (filter-normalized direction)")
+            ax.set_title(f"{policy} lr (n = {fig.n_seeds(chosen)} seeds)")
+            ax.legend()
+        axes[0].set_ylabel("train loss (1,000 examples)")
+        figure.suptitle("1-D loss slices at matched train loss (runs that reached it)", fontsize=10)
         paths.append(fig.save(figure, out_dir, "slices_1d"))
 
     contours = results.table("contours")
+    contours = contours[contours["run_id"].isin(frame.loc[frame["budget"] == "matched", "run_id"])]
     if not contours.empty:
-        part = contours[(contours["budget"] == "matched") & (contours["lr_policy"] == "fixed")]
-        batches = [part["batch_size"].min(), part["batch_size"].max()]
-        figure, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-        levels = np.linspace(0, float(np.quantile(part["loss"], 0.95)), 15)
-        for ax, b in zip(axes, batches):
-            grid = part[part["batch_size"] == b].pivot_table(
-                index="beta", columns="alpha", values="loss"
-            )
-            shown = ax.contourf(
-                grid.columns, grid.index, grid.to_numpy(), levels=levels, extend="max"
-            )
-            ax.set_title(f"B = {b} (seed 0)")
-            ax.set_xlabel("α")
-            ax.set_ylabel("β")
-        figure.colorbar(shown, ax=axes, label="train loss")
+        policies = [p for p in ("fixed", "scaled") if (contours["lr_policy"] == p).any()]
+        levels = np.linspace(0, float(np.quantile(contours["loss"], 0.95)), 15)
+        figure, axes = plt.subplots(
+            len(policies),
+            2,
+            figsize=(7.5, 3.2 * len(policies)),
+            squeeze=False,
+            layout="constrained",
+        )
+        for row, policy in enumerate(policies):
+            part = contours[contours["lr_policy"] == policy]
+            for ax, b in zip(axes[row], (part["batch_size"].min(), part["batch_size"].max())):
+                grid = part[part["batch_size"] == b].pivot_table(
+                    index="beta", columns="alpha", values="loss"
+                )
+                shown = ax.contourf(
+                    grid.columns, grid.index, grid.to_numpy(), levels=levels, extend="max"
+                )
+                ax.set_title(f"{policy} lr, B = {b} (seed 0)")
+                ax.set_xlabel("α")
+                ax.set_ylabel("β")
+        figure.colorbar(shown, ax=axes, label="train loss (1,000 examples)")
         figure.suptitle("2-D filter-normalized loss surface at matched train loss", fontsize=10)
         paths.append(fig.save(figure, out_dir, "contours_2d"))
 

@@ -379,7 +379,7 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
         part["width"] = part["widths"].astype(int)
         widths = [part["width"].min(), part["width"].max()]
         levels = np.linspace(0, float(np.quantile(part["loss"], 0.95)), 15)
-        figure, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+        figure, axes = plt.subplots(1, 2, figsize=(8, 3.5), layout="constrained")
         for ax, width in zip(axes, widths):
             grid = part[part["width"] == width].pivot_table(
                 index="beta", columns="alpha", values="loss"

@@ -44,9 +44,10 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
-    with warnings.catch_warnings():  # colorbar axes cannot take part; the rest can
-        warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures with colorbars use constrained layout
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
     fig.savefig(png, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(
         out_dir / f"{name}.pdf",
