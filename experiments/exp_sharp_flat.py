@@ -471,15 +471,8 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
         for row, policy in enumerate(policies):
             part = contours[contours["lr_policy"] == policy]
             for ax, b in zip(axes[row], (part["batch_size"].min(), part["batch_size"].max())):
-                grid = part[part["batch_size"] == b].pivot_table(
-                    index="beta", columns="alpha", values="loss"
-                )
-                shown = ax.contourf(
-                    grid.columns, grid.index, grid.to_numpy(), levels=levels, extend="max"
-                )
+                shown = fig.contour(ax, part[part["batch_size"] == b], levels)
                 ax.set_title(f"{policy} lr, B = {b} (seed 0)")
-                ax.set_xlabel("α")
-                ax.set_ylabel("β")
         figure.colorbar(shown, ax=axes, label="train loss (1,000 examples)")
         figure.suptitle("2-D filter-normalized loss surface at matched train loss", fontsize=10)
         paths.append(fig.save(figure, out_dir, "contours_2d"))

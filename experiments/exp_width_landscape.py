@@ -381,15 +381,8 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
         levels = np.linspace(0, float(np.quantile(part["loss"], 0.95)), 15)
         figure, axes = plt.subplots(1, 2, figsize=(8, 3.5), layout="constrained")
         for ax, width in zip(axes, widths):
-            grid = part[part["width"] == width].pivot_table(
-                index="beta", columns="alpha", values="loss"
-            )
-            shown = ax.contourf(
-                grid.columns, grid.index, grid.to_numpy(), levels=levels, extend="max"
-            )
+            shown = fig.contour(ax, part[part["width"] == width], levels)
             ax.set_title(f"h = {width} (seed 0, clean labels)")
-            ax.set_xlabel("α")
-            ax.set_ylabel("β")
         figure.colorbar(shown, ax=axes, label="train loss")
         figure.suptitle("2-D filter-normalized loss surface", fontsize=10)
         paths.append(fig.save(figure, out_dir, "contours_2d"))

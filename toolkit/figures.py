@@ -82,5 +82,14 @@ def band(
         ax.fill_between(part[x], part["ci_low"], part["ci_high"], color=color, alpha=0.2, lw=0)
 
 
+def contour(ax: plt.Axes, frame: pd.DataFrame, levels) -> matplotlib.contour.QuadContourSet:
+    """Filled contours of ``loss`` over a 2-D slice table (columns alpha, beta, loss)."""
+    grid = frame.pivot_table(index="beta", columns="alpha", values="loss")
+    shown = ax.contourf(grid.columns, grid.index, grid.to_numpy(), levels=levels, extend="max")
+    ax.set_xlabel("α")
+    ax.set_ylabel("β")
+    return shown
+
+
 def n_seeds(frame: pd.DataFrame) -> int:
     return int(frame["seed"].nunique()) if "seed" in frame else 0
