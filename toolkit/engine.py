@@ -13,6 +13,8 @@ stopping, and the flags ``active`` / ``diverged``. A run whose loss or parameter
 become non-finite (or explode past ``DIVERGED_LOSS``) during an epoch is frozen at
 its parameters from the start of that epoch and flagged; a run may also stop when its full-train loss first reaches
 ``stop_train_loss`` (matched-loss comparisons). Its neighbours train on unchanged.
+With ``CohortSpec.augment`` set, every training batch is transformed inside the step
+(:mod:`toolkit.augment`) with keys from the run's own ``augment`` stream.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from toolkit import models
+from toolkit import augment, models
 from toolkit.data import Dataset, steps_per_epoch
 from toolkit.parallel import RunAxis, unpad
 
@@ -41,8 +43,9 @@ HPARAMS = (
     "init_scale",
     "stop_train_loss",
 )
-#: Independent random streams per run: init, data order, dropout masks, label noise.
-STREAMS = ("init", "order", "dropout", "noise")
+#: Independent random streams per run: init, data order, dropout masks, label noise,
+#: augmentation. ``run_keys`` folds in a stream's index: append new streams at the end.
+STREAMS = ("init", "order", "dropout", "noise", "augment")
 #: Per-evaluation metrics, in the order of the metrics arrays' last axis.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 DIVERGED_LOSS = 1e4
@@ -63,6 +66,7 @@ class CohortSpec:
     batch_size: int
     epochs: int
     history_points: int = 200  # evaluations kept per run (≤); fewer evaluations are cheaper
+    augment: str = "none"  # training-batch augmentation (toolkit.augment.KINDS)
 
     def steps_per_epoch(self, num_train: int) -> int:
         return steps_per_epoch(num_train, self.batch_size)
@@ -124,6 +128,8 @@ class Cohort:
         run_axis: RunAxis | None = None,
         history_points: int | None = None,
     ):
+        if spec.augment not in augment.KINDS:
+            raise ValueError(f"unknown augmentation {spec.augment!r}; use one of {augment.KINDS}")
         self.spec = spec
         self.data = data
         self.run_axis = run_axis or RunAxis()
@@ -221,6 +227,7 @@ class Cohort:
         batches = padded.reshape(num_steps, b)
         weights = (jnp.arange(num_steps * b) < n).reshape(num_steps, b).astype(jnp.float32)
         dropout_epoch_key = jax.random.fold_in(keys["dropout"], state["epoch"])
+        augment_epoch_key = jax.random.fold_in(keys["augment"], state["epoch"])
         tx = self.tx(learning_rate=0.0, momentum=0.0, weight_decay=0.0)  # values live in state
 
         def step(carry, batch):
@@ -228,6 +235,10 @@ class Cohort:
             index, w, step_in_epoch = batch
             key = jax.random.fold_in(dropout_epoch_key, step_in_epoch) if use_dropout else None
             xb, yb = arrays["x_train"][index], state["labels"][index]
+            if self.spec.augment != "none":  # static: "none" draws no random numbers
+                xb = augment.augment(
+                    self.spec.augment, xb, jax.random.fold_in(augment_epoch_key, step_in_epoch)
+                )
             loss, grads = jax.value_and_grad(self.loss)(params, xb, yb, hparams["dropout"], key, w)
             updates, opt_state = tx.update(grads, opt_state, params)
             # NaN-propagating max: a non-finite minibatch loss anywhere marks the epoch.
