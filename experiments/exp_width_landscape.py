@@ -137,13 +137,7 @@ def measure(trained) -> dict:
         return {"run_id": run.run_id, "seed": run.seed, **run.factors, **extra}
 
     # disjoint pairs of seeds (0-1, 2-3, ...) within each noise level
-    pairs = []
-    for noise in sorted({run.config.label_noise for run in runs}):
-        members = sorted(
-            (r for r, run in enumerate(runs) if run.config.label_noise == noise),
-            key=lambda r: runs[r].seed,
-        )
-        pairs += list(zip(members[0::2], members[1::2]))
+    pairs = trained.seed_pairs(disjoint=True)
     pair_rows, path_rows = [], []
     if pairs:
         a, b = (np.array(side) for side in zip(*pairs))
@@ -158,10 +152,8 @@ def measure(trained) -> dict:
                     runs[ra],
                     pair=runs[ra].seed // 2,
                     partner=runs[rb].run_id,
-                    barrier_loss=float(loss_curve.max() - 0.5 * (loss_curve[0] + loss_curve[-1])),
-                    barrier_error=float(
-                        error_curve.max() - 0.5 * (error_curve[0] + error_curve[-1])
-                    ),
+                    barrier_loss=float(M.barrier(loss_curve)),
+                    barrier_error=float(M.barrier(error_curve)),
                 )
             )
             for t, lv, ev in zip(PATH_POINTS, loss_curve, error_curve):

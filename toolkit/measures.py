@@ -348,6 +348,16 @@ def interpolate(
     return lax.map(at, jnp.asarray(ts))
 
 
+def barrier(curve, axis: int = 0):
+    """Interpolation barrier: max along the path minus the mean of its two endpoints.
+
+    ``curve`` holds a loss or error at evenly spaced t ∈ [0, 1] along ``axis`` (as
+    :func:`interpolate` returns it); works on NumPy and JAX arrays. It is ≥ 0, and 0
+    when the path never rises above the endpoints' mean (linear mode connectivity).
+    """
+    return curve.max(axis=axis) - 0.5 * (curve.take(0, axis=axis) + curve.take(-1, axis=axis))
+
+
 @_highest_precision
 def gradient_noise(
     loss_fn: LossFn,

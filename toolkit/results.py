@@ -2,10 +2,11 @@
 
 ``results/<experiment>/<profile>/`` holds ``summary.csv`` (one row per run),
 ``history.csv`` (one row per run × evaluated epoch; ``history.csv.gz`` when large),
-``verdicts.csv`` and ``meta.json``. Every write is atomic (temporary file, then
-rename) and happens under a file lock, merging with what is already there, so an
-interrupted run keeps every finished cohort and two processes never corrupt a
-folder. Rows are kept in a canonical order so the same runs give the same bytes.
+``verdicts.csv`` and ``meta.json``; experiments that ask for it also keep each run's
+final parameters as ``params/<run_id>.npz`` (:func:`save_params`). Every write is
+atomic (temporary file, then rename) and happens under a file lock, merging with what
+is already there, so an interrupted run keeps every finished cohort and two
+processes never corrupt a folder. Rows are kept in a canonical order so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from filelock import FileLock
 
@@ -137,9 +140,11 @@ class ResultsFolder:
                 self._write_frame(f"{name}.csv", merged, gz=len(merged) > GZIP_ROWS)
 
     def clear(self) -> None:
-        """Remove previous result tables (``--force``)."""
+        """Remove previous result tables and saved parameters (``--force``)."""
         with self.lock():
             for path in [*self.path.glob("*.csv"), *self.path.glob("*.csv.gz")]:
+                path.unlink(missing_ok=True)
+            for path in self.path.glob(f"{PARAMS_DIR}/*.npz"):
                 path.unlink(missing_ok=True)
 
     def write_verdicts(self, verdicts: pd.DataFrame) -> None:
@@ -165,6 +170,62 @@ class ResultsFolder:
         stale = self.path / (name if gz else f"{name}.gz")
         atomic_write_bytes(target, frame_bytes(frame, gzipped=gz))
         stale.unlink(missing_ok=True)
+
+
+PARAMS_DIR = "params"
+
+
+def flatten_params(params: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dicts of arrays (a Flax parameter tree) → {'params/Dense_0/kernel': array}."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in params.items():
+        if not isinstance(key, str) or not key or "/" in key:
+            raise ValueError(
+                f"parameter key {key!r} under {prefix or 'the root'!r} cannot be saved"
+            )
+        name = f"{prefix}/{key}" if prefix else key
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, name))
+        else:
+            flat[name] = np.asarray(value)
+            if flat[name].dtype == object:
+                raise ValueError(f"parameter {name!r} is not a numeric array")
+    return flat
+
+
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
+    """Inverse of :func:`flatten_params`: '/'-joined keys → nested dicts."""
+    tree: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def save_params(folder: ResultsFolder | Path | str, run_id: str, params) -> Path:
+    """Write one run's parameters to ``<folder>/params/<run_id>.npz``, atomically.
+
+    Keys are the '/'-joined Flax paths; values keep their dtype. Plain ``np.savez``
+    (no pickle, no compression: float32 weights hardly compress), so the file opens
+    with ``np.load(path)`` anywhere, and two folders (a CPU and a GPU run of the same
+    seeds) can be diffed run by run.
+    """
+    root = folder.path if isinstance(folder, ResultsFolder) else Path(folder)
+    target = root / PARAMS_DIR / f"{run_id}.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **flatten_params(params))
+    atomic_write_bytes(target, buffer.getvalue())
+    return target
+
+
+def load_params(path: Path | str) -> dict:
+    """The nested parameter dict saved by :func:`save_params` (NumPy arrays)."""
+    with np.load(path, allow_pickle=False) as stored:
+        return unflatten_params({name: stored[name] for name in stored.files})
 
 
 def _merge(old: pd.DataFrame, new: pd.DataFrame, order: list[str]) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from toolkit import data as datasets
 from toolkit.engine import HPARAMS, METRICS, STREAMS, Cohort, CohortResult, CohortSpec, run_keys
 from toolkit.parallel import RunAxis
-from toolkit.results import ResultsFolder
+from toolkit.results import ResultsFolder, save_params
 from toolkit.spec import Experiment, RunConfig, SpecError
 from toolkit.stats import VERDICT_COLUMNS
 
@@ -45,15 +45,41 @@ class Run:
 
 @dataclass
 class TrainedCohort:
-    """What an experiment's ``measure`` hook receives: the program, its runs and outputs."""
+    """What an experiment's ``measure`` hook receives: the program, its runs and outputs.
+
+    ``keys`` are the runs' key streams (stream → typed key array, one per run), e.g. to
+    rebuild each run's initial parameters.
+    """
 
     cohort: Cohort
     runs: list[Run]
     result: CohortResult
+    keys: dict | None = None
 
     def map(self, fn, run_args: tuple, shared_args: tuple = ()) -> object:
         """``fn`` applied to every run (vmapped, spread over devices); host outputs."""
         return self.cohort.map_runs(fn, run_args, shared_args)
+
+    def conditions(self) -> list[list[int]]:
+        """Indices of runs that differ only in their seed (equal grid factors), by seed."""
+        groups: dict[tuple, list[int]] = {}
+        for index, run in enumerate(self.runs):
+            groups.setdefault(tuple(sorted(run.factors.items())), []).append(index)
+        return [sorted(members, key=lambda r: self.runs[r].seed) for members in groups.values()]
+
+    def seed_pairs(self, disjoint: bool = True) -> list[tuple[int, int]]:
+        """Index pairs (a, b) of runs of one condition, ordered by seed.
+
+        ``disjoint`` pairs each condition's seeds 0–1, 2–3, … (independent pairs);
+        otherwise every pair a < b is returned, condition by condition.
+        """
+        pairs = []
+        for members in self.conditions():
+            if disjoint:
+                pairs += list(zip(members[0::2], members[1::2]))
+            else:
+                pairs += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
+        return pairs
 
 
 def root_seed(experiment: str) -> int:
@@ -175,8 +201,10 @@ def run_experiment(
         if hasattr(experiment.module, "measure"):
             # Per-run arrays become summary columns; DataFrames (with run_id and the
             # grid factors) become tables of their own, e.g. slices.csv.
-            measures = experiment.module.measure(TrainedCohort(cohort, cohort_runs, result))
+            trained = TrainedCohort(cohort, cohort_runs, result, keys)
+            measures = experiment.module.measure(trained)
         result.timings["measure_s"] = time.perf_counter() - measured_start
+        _save_params(experiment, folder, cohort_runs, result)
         tables = {k: v for k, v in measures.items() if isinstance(v, pd.DataFrame)}
         columns = {k: v for k, v in measures.items() if k not in tables}
         summary, history = _rows(experiment.name, cohort, cohort_runs, result, columns)
@@ -204,6 +232,18 @@ def run_experiment(
         }
     )
     return RunReport(folder, verdicts, figures, len(todo), len(runs) - len(todo))
+
+
+def _save_params(experiment: Experiment, folder: ResultsFolder, runs, result) -> None:
+    """Final parameters as ``params/<run_id>.npz`` for the runs the experiment asks for.
+
+    ``SAVE_PARAMS`` in the experiment module: True (every run) or a predicate on a Run.
+    """
+    wanted = getattr(experiment.module, "SAVE_PARAMS", False)
+    for r, run in enumerate(runs):
+        if wanted is True or (callable(wanted) and wanted(run)):
+            params = jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], result.state["params"])
+            save_params(folder, run.run_id, params)
 
 
 def analyze(experiment: Experiment, folder: ResultsFolder) -> pd.DataFrame:

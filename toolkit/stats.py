@@ -121,6 +121,46 @@ def seed_bootstrap_statistic(
     return estimate, float(low), float(high)
 
 
+def pair_bootstrap_ci(
+    seed_a: ArrayLike,
+    seed_b: ArrayLike,
+    values: ArrayLike,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Mean of a pairwise quantity over seed pairs, with a bootstrap-over-seeds CI.
+
+    ``values[k]`` belongs to the pair (seed_a[k], seed_b[k]) (symmetric; NaNs dropped).
+    All pairs of S seeds are not independent (each seed enters S − 1 of them), so the
+    resampling unit is the seed: a resample draws S seeds with replacement and averages
+    the pairs among distinct draws (a pair drawn twice counts twice; a seed paired
+    with its own duplicate is skipped). Fewer than 2 seeds -> nan CI.
+    """
+    a, b = np.asarray(seed_a), np.asarray(seed_b)
+    v = np.asarray(values, dtype=float)
+    keep = ~np.isnan(v)
+    a, b, v = a[keep], b[keep], v[keep]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    seeds, index = np.unique(np.concatenate([a, b]), return_inverse=True)
+    s = len(seeds)
+    matrix = np.full((s, s), np.nan)
+    matrix[index[: len(a)], index[len(a) :]] = v
+    matrix[index[len(a) :], index[: len(a)]] = v
+    estimate = float(np.mean(v))
+    if s < 2:
+        return estimate, math.nan, math.nan
+    idx = _resample_indices(s, n_resamples, seed)  # (B, S)
+    draws = matrix[idx[:, :, None], idx[:, None, :]]  # (B, S, S)
+    upper = np.triu(np.ones((s, s), bool), k=1)
+    valid = upper & (idx[:, :, None] != idx[:, None, :]) & ~np.isnan(draws)
+    with np.errstate(invalid="ignore"):
+        boot = np.where(valid, draws, 0.0).sum(axis=(1, 2)) / valid.sum(axis=(1, 2))
+    low, high = _percentile_ci(boot, level)
+    return estimate, float(low), float(high)
+
+
 def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Average ranks of v (N,) in the multiset where row r appears w[b, r] times; (B, N)."""
     _, inv = np.unique(v, return_inverse=True)
@@ -218,6 +258,33 @@ def seeds_needed(
     if effect == 0 or sd == 0:
         return None
     z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    return max(2, math.ceil((z * sd / effect) ** 2))
+
+
+def seeds_needed_from_ci(
+    estimate: float,
+    low: float,
+    high: float,
+    n_seeds: int,
+    smallest_effect: float = 0.0,
+    level: float = 0.95,
+    power: float = 0.8,
+) -> int | None:
+    """Seeds at which a CI like this one would clear the smallest effect (or 0) with ``power``.
+
+    For statistics with no per-seed values (a spread, a trend, a pairwise mean): the
+    CI half-width is taken to shrink as 1/√n, so the per-seed SD it implies is
+    half·√n / z; then as :func:`seeds_needed` (effect: the smallest effect if given, else
+    |estimate|). None when the CI or the effect is degenerate.
+    """
+    if not all(np.isfinite([estimate, low, high])) or n_seeds < 2:
+        return None
+    effect = abs(smallest_effect) if smallest_effect else abs(estimate)
+    z_level = sps.norm.ppf((1 + level) / 2)
+    sd = 0.5 * (high - low) * math.sqrt(n_seeds) / z_level
+    if effect == 0 or sd == 0:
+        return None
+    z = z_level + sps.norm.ppf(power)
     return max(2, math.ceil((z * sd / effect) ** 2))
 
 
