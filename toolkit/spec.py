@@ -8,8 +8,11 @@ An experiment is one module ``experiments/exp_<name>.py`` defining:
 - ``PROFILES``: profile name → {"seeds": n, "grid": {...}, **config overrides};
 - ``analyze(results) -> list[dict]``: verdict rows (``toolkit.stats.verdict_row``);
 - ``figures(results, out_dir) -> list[Path]``: plots drawn from the results tables;
-- optionally ``measure(cohort) -> dict[str, array]``: per-run measurements of a
-  trained cohort (vmapped; see :mod:`toolkit.measures`).
+- optionally ``measure(cohort) -> dict[str, array | DataFrame]``: per-run measurements
+  of a trained cohort (vmapped; see :mod:`toolkit.measures`); arrays become summary
+  columns, DataFrames tables of their own (``<key>.csv``);
+- optionally ``SAVE_PARAMS``: True, or a predicate on a run, to save final parameters
+  as ``params/<run_id>.npz``.
 
 It is found by module name; nothing else has to be edited to add one.
 """
