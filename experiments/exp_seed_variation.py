@@ -190,17 +190,12 @@ def _take(tree, index):
 
 
 def measure(trained) -> dict:
-    spec, data, runs = trained.cohort.spec, trained.cohort.data, trained.runs
+    spec, data = trained.cohort.spec, trained.cohort.data
     fns = _measure_fns(tuple(spec.widths), data.num_classes, spec.activation, spec.loss)
     params = trained.result.state["params"]
     x_test = jnp.asarray(data.x_test)
     test_logits = trained.map(fns["logits"], (params,), (x_test,))
-    row = lambda r, **extra: {
-        "run_id": runs[r].run_id,
-        "seed": runs[r].seed,
-        **runs[r].factors,
-        **extra,
-    }
+    row = trained.row
     return {
         **_ensembles(trained.conditions(), test_logits, data.y_test),
         "pairs": _all_pairs(trained, fns, test_logits, row),

@@ -202,12 +202,9 @@ def measure(trained) -> dict:
     values = trained.map(per_run, (params, keys), (x_sub, y_sub, x_full, y_full))
     slices = values.pop("slice")
 
-    def table_rows(run, **extra):
-        return {"run_id": run.run_id, "seed": run.seed, **run.factors, **extra}
-
     slice_rows = [
-        table_rows(run, alpha=float(a), loss=float(v))
-        for r, run in enumerate(runs)
+        trained.row(r, alpha=float(a), loss=float(v))
+        for r in range(len(runs))
         for a, v in zip(SLICE_ALPHAS, slices[r])
     ]
     contour_rows = []
@@ -215,14 +212,7 @@ def measure(trained) -> dict:
     if len(first):
         picked = jax.tree_util.tree_map(lambda a: a[first], params)
         grids = trained.map(contour, (picked, keys[first]), (x_sub, y_sub))
-        for g, r in enumerate(first):
-            for i, a in enumerate(CONTOUR_ALPHAS):
-                for j, b in enumerate(CONTOUR_ALPHAS):
-                    contour_rows.append(
-                        table_rows(
-                            runs[r], alpha=float(a), beta=float(b), loss=float(grids[g, i, j])
-                        )
-                    )
+        contour_rows = trained.grid_rows(first, grids, CONTOUR_ALPHAS, CONTOUR_ALPHAS)
     return {**values, "slices": pd.DataFrame(slice_rows), "contours": pd.DataFrame(contour_rows)}
 
 

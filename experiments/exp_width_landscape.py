@@ -133,9 +133,6 @@ def measure(trained) -> dict:
     keys = jax.random.split(jax.random.key(20261), len(runs))
     values = trained.map(per_run, (params, labels, keys), (x_sub,))
 
-    def row(run, **extra):
-        return {"run_id": run.run_id, "seed": run.seed, **run.factors, **extra}
-
     # disjoint pairs of seeds (0-1, 2-3, ...) within each noise level
     pairs = trained.seed_pairs(disjoint=True)
     pair_rows, path_rows = [], []
@@ -148,8 +145,8 @@ def measure(trained) -> dict:
         for p, (ra, rb) in enumerate(pairs):
             loss_curve, error_curve = curves["train_loss"][p], curves["test_error"][p]
             pair_rows.append(
-                row(
-                    runs[ra],
+                trained.row(
+                    ra,
                     pair=runs[ra].seed // 2,
                     partner=runs[rb].run_id,
                     barrier_loss=float(M.barrier(loss_curve)),
@@ -158,24 +155,14 @@ def measure(trained) -> dict:
             )
             for t, lv, ev in zip(PATH_POINTS, loss_curve, error_curve):
                 path_rows.append(
-                    row(runs[ra], t=float(t), train_loss=float(lv), test_error=float(ev))
+                    trained.row(ra, t=float(t), train_loss=float(lv), test_error=float(ev))
                 )
     first = np.array([r for r, run in enumerate(runs) if run.seed == 0], dtype=int)
     contour_rows = []
     if len(first):
         take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[first], tree)
         grids = trained.map(contour, (take(params), labels[first], keys[first]), (x_sub,))
-        for g, r in enumerate(first):
-            for i, alpha in enumerate(CONTOUR_ALPHAS):
-                for j, beta in enumerate(CONTOUR_ALPHAS):
-                    contour_rows.append(
-                        row(
-                            runs[r],
-                            alpha=float(alpha),
-                            beta=float(beta),
-                            loss=float(grids[g, i, j]),
-                        )
-                    )
+        contour_rows = trained.grid_rows(first, grids, CONTOUR_ALPHAS, CONTOUR_ALPHAS)
     return {
         **values,
         "pairs": pd.DataFrame(pair_rows),

@@ -83,7 +83,3 @@ def build(
         kernels = (5,) + (3,) * (len(widths) - 1)
         return CNN1D(tuple(widths), kernels, num_classes, activation)
     raise ValueError(f"unknown model {kind!r}; use 'mlp' or 'cnn'")
-
-
-def num_params(params) -> int:
-    return sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))

@@ -60,6 +60,20 @@ class TrainedCohort:
         """``fn`` applied to every run (vmapped, spread over devices); host outputs."""
         return self.cohort.map_runs(fn, run_args, shared_args)
 
+    def row(self, index: int, **values) -> dict:
+        """A per-run table row: run id, seed and grid factors of run ``index``, then ``values``."""
+        run = self.runs[index]
+        return {"run_id": run.run_id, "seed": run.seed, **run.factors, **values}
+
+    def grid_rows(self, indices, grids, alphas, betas) -> list[dict]:
+        """Rows (alpha, beta, loss) of the 2-D loss slices ``grids[g]`` of runs ``indices[g]``."""
+        return [
+            self.row(int(r), alpha=float(a), beta=float(b), loss=float(grids[g][i, j]))
+            for g, r in enumerate(indices)
+            for i, a in enumerate(alphas)
+            for j, b in enumerate(betas)
+        ]
+
     def conditions(self) -> list[list[int]]:
         """Indices of runs that differ only in their seed (equal grid factors), by seed."""
         groups: dict[tuple, list[int]] = {}

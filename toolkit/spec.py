@@ -30,8 +30,6 @@ from typing import ClassVar
 
 from toolkit.engine import HPARAMS, STREAMS, CohortSpec
 
-PROFILES = ("quick", "default", "paper")
-
 
 class SpecError(ValueError):
     """Bad experiment name, override or grid: the message says how to fix it."""
