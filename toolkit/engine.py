@@ -14,7 +14,10 @@ become non-finite (or explode past ``DIVERGED_LOSS``) during an epoch is frozen 
 its parameters from the start of that epoch and flagged; a run may also stop when its full-train loss first reaches
 ``stop_train_loss`` (matched-loss comparisons). Its neighbours train on unchanged.
 With ``CohortSpec.augment`` set, every training batch is transformed inside the step
-(:mod:`toolkit.augment`) with keys from the run's own ``augment`` stream.
+(:mod:`toolkit.augment`) with keys from the run's own ``augment`` stream. With
+``grad_noise`` > 0, isotropic Gaussian noise of that standard deviation (per
+coordinate) is added to every minibatch gradient (noisy GD, from the ``grad_noise``
+stream) before the optimizer sees it.
 """
 
 from __future__ import annotations
@@ -42,10 +45,11 @@ HPARAMS = (
     "label_noise",
     "init_scale",
     "stop_train_loss",
+    "grad_noise",
 )
 #: Independent random streams per run: init, data order, dropout masks, label noise,
-#: augmentation. ``run_keys`` folds in a stream's index: append new streams at the end.
-STREAMS = ("init", "order", "dropout", "noise", "augment")
+#: augmentation, gradient noise. ``run_keys`` folds in a stream's index: append new streams at the end.
+STREAMS = ("init", "order", "dropout", "noise", "augment", "grad_noise")
 #: Per-evaluation metrics, in the order of the metrics arrays' last axis.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 DIVERGED_LOSS = 1e4
@@ -146,11 +150,14 @@ class Cohort:
             for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
         self._init = self.run_axis.map_runs(self._init_run, num_run_args=2)
-        # Two compiled variants: masks are drawn only when some run has dropout > 0
-        # (drawing them costs more than the matmuls of a small MLP on a CPU).
+        # Compiled variants: dropout masks and gradient noise are drawn only when some
+        # run uses them (drawing them costs more than the matmuls of a small MLP on a CPU).
         self._chunks = {
-            use: self.run_axis.map_runs(partial(self._chunk_run, use_dropout=use), num_run_args=3)
-            for use in (False, True)
+            (drop, noise): self.run_axis.map_runs(
+                partial(self._chunk_run, use_dropout=drop, use_noise=noise), num_run_args=3
+            )
+            for drop in (False, True)
+            for noise in (False, True)
         }
 
     # ----- pure per-run functions -------------------------------------------------
@@ -218,7 +225,7 @@ class Cohort:
             "best_metrics": metrics,
         }, metrics
 
-    def _epoch(self, state, keys, hparams, arrays, use_dropout):
+    def _epoch(self, state, keys, hparams, arrays, use_dropout, use_noise=False):
         """One pass over the shuffled training set: ceil(N/B) steps, the last one short."""
         n, b, num_steps = self.num_train, self.spec.batch_size, self.steps_per_epoch
         epoch_key = jax.random.fold_in(keys["order"], state["epoch"])
@@ -228,6 +235,7 @@ class Cohort:
         weights = (jnp.arange(num_steps * b) < n).reshape(num_steps, b).astype(jnp.float32)
         dropout_epoch_key = jax.random.fold_in(keys["dropout"], state["epoch"])
         augment_epoch_key = jax.random.fold_in(keys["augment"], state["epoch"])
+        noise_epoch_key = jax.random.fold_in(keys["grad_noise"], state["epoch"])
         tx = self.tx(learning_rate=0.0, momentum=0.0, weight_decay=0.0)  # values live in state
 
         def step(carry, batch):
@@ -240,6 +248,10 @@ class Cohort:
                     self.spec.augment, xb, jax.random.fold_in(augment_epoch_key, step_in_epoch)
                 )
             loss, grads = jax.value_and_grad(self.loss)(params, xb, yb, hparams["dropout"], key, w)
+            if use_noise:  # static: cohorts without gradient noise draw nothing
+                grads = _add_noise(
+                    grads, jax.random.fold_in(noise_epoch_key, step_in_epoch), hparams["grad_noise"]
+                )
             updates, opt_state = tx.update(grads, opt_state, params)
             # NaN-propagating max: a non-finite minibatch loss anywhere marks the epoch.
             worst_loss = jnp.where(jnp.isnan(loss), loss, jnp.maximum(worst_loss, loss))
@@ -264,14 +276,14 @@ class Cohort:
             "epoch": state["epoch"] + 1,
         }
 
-    def _chunk_run(self, state, keys, hparams, arrays, use_dropout):
+    def _chunk_run(self, state, keys, hparams, arrays, use_dropout, use_noise=False):
         """``evals_per_chunk`` × (``eval_every`` epochs, then one evaluation)."""
 
         def interval(state, _):
             state = jax.lax.fori_loop(
                 0,
                 self.eval_every,
-                lambda _, s: self._epoch(s, keys, hparams, arrays, use_dropout),
+                lambda _, s: self._epoch(s, keys, hparams, arrays, use_dropout, use_noise),
                 state,
             )
             metrics = self._metrics(state["params"], state["labels"], arrays)
@@ -310,7 +322,10 @@ class Cohort:
         arrays = axis.put_shared(self.arrays)
         timings = {"first_chunk_s": 0.0, "run_s": 0.0}
         start = time.perf_counter()
-        chunk_fn = self._chunks[bool(np.any(np.asarray(hparams["dropout"]) > 0))]
+        chunk_fn = self._chunks[
+            bool(np.any(np.asarray(hparams["dropout"]) > 0)),
+            bool(np.any(np.asarray(hparams["grad_noise"]) > 0)),
+        ]
         state, metrics0 = self._init(keys, hparams, arrays)
         history = [np.asarray(metrics0)[:num_runs, None, :]]
         steps = [np.zeros((num_runs, 1), np.int64)]
@@ -364,6 +379,14 @@ class CohortResult:
 def _all_finite(tree) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _add_noise(tree, key: jax.Array, std: jax.Array):
+    """``tree`` + N(0, std²) per coordinate, one subkey per leaf."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [x + std * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    return jax.tree_util.tree_unflatten(treedef, noisy)
 
 
 def _select(pred, on_true, on_false):

@@ -139,6 +139,11 @@ class ResultsFolder:
                 merged = _merge(self.table(name), frame, order + ["epoch"] * (name == "history"))
                 self._write_frame(f"{name}.csv", merged, gz=len(merged) > GZIP_ROWS)
 
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        """Replace the whole table ``<name>.csv`` (tables not keyed by run)."""
+        with self.lock():
+            self._write_frame(f"{name}.csv", frame, gz=len(frame) > GZIP_ROWS)
+
     def clear(self) -> None:
         """Remove previous result tables and saved parameters (``--force``)."""
         with self.lock():

@@ -102,7 +102,7 @@ def root_seed(experiment: str) -> int:
 
 def run_id(experiment: str, config: RunConfig, seed: int) -> str:
     payload = json.dumps(
-        {"experiment": experiment, "config": dataclasses.asdict(config), "seed": seed},
+        {"experiment": experiment, "config": config.identity(), "seed": seed},
         sort_keys=True,
         default=str,
     )
@@ -227,6 +227,7 @@ def run_experiment(
         runs_done += len(cohort_runs)
         bar.set_postfix_str(f"runs {runs_done}/{len(todo)}")
     bar.close()
+    _run_standalone(experiment, folder, profile, seeds, force)
 
     verdicts = analyze(experiment, folder)
     figures = draw_figures(experiment, folder)
@@ -246,6 +247,28 @@ def run_experiment(
         }
     )
     return RunReport(folder, verdicts, figures, len(todo), len(runs) - len(todo))
+
+
+def _run_standalone(experiment, folder: ResultsFolder, profile: str, seeds: int, force: bool):
+    """The experiment's ``standalone`` tables (work that trains no cohort), computed
+    when any is missing (or with ``--force``) and written whole."""
+    standalone = getattr(experiment.module, "standalone", None)
+    if standalone is None:
+        return
+    written = folder.meta().get("standalone_tables", [])
+    present = {p.name.split(".")[0] for p in folder.path.glob("*.csv*")}
+    if written and not force and set(written) <= present:
+        return
+    started = time.perf_counter()
+    tables = standalone(profile, seeds)
+    for name, frame in tables.items():
+        folder.write_table(name, frame)
+    folder.update_meta(
+        {
+            "standalone_tables": sorted(tables),
+            "standalone_s": round(time.perf_counter() - started, 2),
+        }
+    )
 
 
 def _save_params(experiment: Experiment, folder: ResultsFolder, runs, result) -> None:

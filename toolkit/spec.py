@@ -11,6 +11,9 @@ An experiment is one module ``experiments/exp_<name>.py`` defining:
 - optionally ``measure(cohort) -> dict[str, array | DataFrame]``: per-run measurements
   of a trained cohort (vmapped; see :mod:`toolkit.measures`); arrays become summary
   columns, DataFrames tables of their own (``<key>.csv``);
+- optionally ``standalone(profile, seeds) -> dict[str, DataFrame]``: tables from work
+  that trains no cohort (toy problems, gradient checks, timings), written whole as
+  ``<key>.csv`` after training, recomputed only when one is missing or with ``--force``;
 - optionally ``SAVE_PARAMS``: True, or a predicate on a run, to save final parameters
   as ``params/<run_id>.npz``.
 
@@ -61,9 +64,22 @@ class RunConfig:
     pin_init_seed: int = -1  # ≥ 0: every run's init stream uses this seed
     pin_order_seed: int = -1  # ≥ 0: every run's data-order stream uses this seed
     history_points: int = 200  # at most this many evaluations per run (evenly spaced)
+    grad_noise: float = 0.0  # std of Gaussian noise added to every minibatch gradient
 
     #: Fields an experiment computes from others (``--set`` on them is an error).
     DERIVED: ClassVar[dict[str, str]] = {}
+    #: Base fields added after results were first published: a run id leaves such a
+    #: field out while it holds its default, so earlier results keep their ids.
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"grad_noise"})
+
+    def identity(self) -> dict:
+        """The fields that identify a run (hashed into its run id)."""
+        fields = dataclasses.asdict(self)
+        for name in self.LATER_FIELDS:
+            default = RunConfig.__dataclass_fields__[name].default
+            if fields.get(name) == default:
+                del fields[name]
+        return fields
 
     def cohort_spec(self) -> CohortSpec:
         return CohortSpec(
