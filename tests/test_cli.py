@@ -90,3 +90,76 @@ def test_unwritable_and_incompatible_results_folders(cli, tmp_path):
     )
     assert result.exit_code == 2 and "schema" in result.output
     assert (old / "summary.csv").read_text() == "run_id\nabc\n"  # nothing lost
+
+
+# ----- compare ----------------------------------------------------------------------------
+def _overfitting_results(name: str):
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "results" / "exp_overfitting" / name
+
+
+def test_compare_exit_codes_and_csv(cli, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    cpu, gpu = _overfitting_results("default"), _overfitting_results("default-h200")
+    table = tmp_path / "table.csv"
+    same = cli.invoke(main, ["compare", str(cpu), str(cpu), "--csv", str(table), "--strict"])
+    assert same.exit_code == 0 and "result: equivalent (exit 0)" in same.output, same.output
+    assert (pd.read_csv(table)["verdict"] == "equivalent").all()
+    near = cli.invoke(main, ["compare", str(cpu), str(gpu)])
+    assert near.exit_code == 0 and "0 different" in near.output
+    assert cli.invoke(main, ["compare", str(cpu), str(gpu), "--strict"]).exit_code == 1
+    tols = ["--tol", "best_*=50%", "--tol", "*_val_acc=0.02"]
+    loose = cli.invoke(main, ["compare", str(cpu), str(gpu), *tols, "--strict"])
+    assert loose.exit_code == 0, loose.output
+    perturbed = tmp_path / "perturbed"
+    shutil.copytree(gpu, perturbed)
+    frame = pd.read_csv(perturbed / "summary.csv")
+    frame["final_test_loss"] *= 1.2
+    frame.to_csv(perturbed / "summary.csv", index=False)
+    differs = cli.invoke(main, ["compare", str(cpu), str(perturbed)])
+    assert differs.exit_code == 1 and "final_test_loss" in differs.output
+    assert "B differs from A beyond tolerance in 3 rows" in differs.output
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "nope: no such file or folder"),
+        ("empty", "empty.csv: empty file"),
+        ("experiment", "results of exp_sharp_flat, but"),
+        ("schema", "results schema 2, but"),
+        ("column", "no column 'label_noise'"),
+        ("tol", "--tol expects METRIC=VALUE"),
+        ("csv", "cannot write the table"),
+    ],
+)
+def test_compare_bad_input_exit_2_with_one_line(cli, tmp_path, case, message):
+    import pandas as pd
+
+    cpu = _overfitting_results("default")
+    summary = pd.read_csv(cpu / "summary.csv")
+    other, extra = tmp_path / "nope", []
+    if case == "empty":
+        other = tmp_path / "empty.csv"
+        other.write_text("")
+    elif case in ("experiment", "schema", "column"):
+        other = tmp_path / case
+        other.mkdir()
+        if case == "experiment":
+            summary["experiment"] = "exp_sharp_flat"
+        if case == "column":
+            summary = summary.drop(columns="label_noise")
+        summary.to_csv(other / "summary.csv", index=False)
+        if case == "schema":
+            (other / "meta.json").write_text('{"schema_version": 2}')
+    elif case in ("tol", "csv"):
+        other = cpu
+        extra = ["--tol", "final_test_acc"] if case == "tol" else ["--csv", str(tmp_path / "x/y")]
+    result = cli.invoke(main, ["compare", str(cpu), str(other), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ")

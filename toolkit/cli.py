@@ -1,4 +1,7 @@
-"""The command line: parse, call the library, print. Usage errors exit with code 2."""
+"""The command line: parse, call the library, print. Usage errors exit with code 2.
+
+``compare`` also exits 1 when two results differ beyond tolerance (a CI guard).
+"""
 
 from __future__ import annotations
 
@@ -76,8 +79,50 @@ def show(name: str, profile: str) -> None:
 @click.option("--out", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Recompute runs already in the results folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(name, seeds, profile, sets, out, force, quiet) -> None:
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Join JAX's multi-process runtime (automatic under SLURM / Open MPI).",
+)
+@click.option(
+    "--coordinator", metavar="HOST:PORT", help="Process 0's address (with --distributed)."
+)
+@click.option("--num-processes", type=int, help="Processes in the job (with --coordinator).")
+@click.option("--process-id", type=int, help="This process's index, 0 … N-1 (with --coordinator).")
+@click.option(
+    "--init-timeout", type=float, default=60, show_default=True, help="Seconds to wait for peers."
+)
+@click.option(
+    "--memory-budget",
+    metavar="SIZE",
+    help="Device memory a cohort may use, e.g. 512MB or 8GB (default: the device's).",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Deterministic GPU kernels (XLA --xla_gpu_deterministic_ops); recorded in meta.json.",
+)
+def run(
+    name,
+    seeds,
+    profile,
+    sets,
+    out,
+    force,
+    quiet,
+    distributed,
+    coordinator,
+    num_processes,
+    process_id,
+    init_timeout,
+    memory_budget,
+    deterministic,
+) -> None:
     """Train every run of an experiment that is not done yet, then print its verdicts."""
+    budget = _parse_size(memory_budget) if memory_budget else None
+    if deterministic:
+        _set_deterministic()
+    _start_distributed(distributed, coordinator, num_processes, process_id, init_timeout)
     from toolkit import results, runner, spec
 
     experiment = _load(name)
@@ -100,6 +145,8 @@ def run(name, seeds, profile, sets, out, force, quiet) -> None:
             force=force,
             progress=not quiet,
             command=_command_line(name, seeds, profile, sets, out, force),
+            memory_budget=budget,
+            deterministic=deterministic,
         )
     except (spec.SpecError, results.ResultsError) as err:
         _fail(str(err))
@@ -134,6 +181,103 @@ def figures(name, profile, out) -> None:
         click.echo(f"{experiment_name}: {len(paths)} figures → {runner.figures_dir(folder)}")
     if not drawn and not name:
         _fail(f"no results for profile {profile!r} under {out}")
+
+
+@main.command("compare")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option(
+    "--tol",
+    "tolerances",
+    multiple=True,
+    metavar="METRIC=VALUE",
+    help="Equivalence margin: absolute (final_test_acc=0.02) or relative (final_test_loss=10%); "
+    "METRIC may be a pattern ('*_acc=0.02'). Repeatable.",
+)
+@click.option(
+    "--factor",
+    "factors",
+    multiple=True,
+    help="A column to align runs on (default: the experiment's grid factors). Repeatable.",
+)
+@click.option(
+    "--csv", "csv_path", type=click.Path(path_type=Path), help="Write the full table here."
+)
+@click.option("--all", "show_all", is_flag=True, help="Print equivalent rows too.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 also on inconclusive rows, runs on one side only and changed claim verdicts.",
+)
+def compare_results(a, b, tolerances, factors, csv_path, show_all, strict) -> None:
+    """Are results B equivalent to results A? (two folders or two summary.csv files)
+
+    Runs are aligned on the grid factors and seed; per metric and grid point it
+    prints the means, B − A with a 95% CI (paired by seed, else Welch) and a TOST
+    verdict: equivalent, inconclusive or different. Claims whose verdict changed
+    are listed.
+
+    \b
+    Default tolerances: accuracies (*acc*) 0.01 absolute; every other metric
+    (losses, measured quantities) 5% of the pooled |mean| of A and B.
+    Exit code: 0 no metric differs beyond tolerance, 1 one does, 2 bad input.
+    """
+    from toolkit import compare as comparing
+
+    try:
+        comparison = comparing.compare(a, b, tolerances=tolerances, factors=factors or None)
+        if csv_path is not None:
+            comparing.write_table(comparison, csv_path)
+    except comparing.CompareError as err:
+        _fail(str(err))
+    click.echo(comparing.format_report(comparison, show_all=show_all))
+    sys.exit(comparison.exit_code(strict=strict))
+
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+
+
+def _parse_size(text: str) -> int:
+    """'512MB' → bytes (binary units; a bare number is bytes)."""
+    number = text.strip().upper().replace("IB", "B")
+    digits = number.rstrip("KMGTB")
+    unit = number[len(digits) :]
+    try:
+        value = float(digits) * SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        _fail(f"--memory-budget must look like 512MB or 8GB, got {text!r}")
+    if value < 1:
+        _fail(f"--memory-budget must be positive, got {text!r}")
+    return int(value)
+
+
+def _set_deterministic() -> None:
+    """XLA's deterministic GPU ops; must happen before JAX starts its backends."""
+    import os
+
+    flag = "--xla_gpu_deterministic_ops=true"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            _fail("--deterministic must be set before JAX starts; run it in a fresh process")
+
+
+def _start_distributed(requested, coordinator, num_processes, process_id, timeout) -> None:
+    from toolkit import distributed
+
+    explicit = coordinator is not None or num_processes is not None or process_id is not None
+    if explicit and not requested:
+        _fail("--coordinator, --num-processes and --process-id go with --distributed")
+    if not (requested or distributed.cluster_detected()):
+        return
+    try:
+        distributed.initialize(coordinator, num_processes, process_id, timeout)
+    except distributed.DistributedError as err:
+        _fail(str(err))
 
 
 def _command_line(name, seeds, profile, sets, out, force) -> str:

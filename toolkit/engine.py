@@ -34,6 +34,7 @@ import optax
 
 from toolkit import augment, models
 from toolkit.data import Dataset, steps_per_epoch
+from toolkit.distributed import to_host
 from toolkit.parallel import RunAxis, unpad
 
 #: Numeric hyperparameters that ride the run axis (one value per run).
@@ -131,12 +132,14 @@ class Cohort:
         data: Dataset,
         run_axis: RunAxis | None = None,
         history_points: int | None = None,
+        run_batch: int | None = None,
     ):
         if spec.augment not in augment.KINDS:
             raise ValueError(f"unknown augmentation {spec.augment!r}; use one of {augment.KINDS}")
         self.spec = spec
         self.data = data
         self.run_axis = run_axis or RunAxis()
+        self.run_batch = run_batch  # runs computed at once per device (None: all)
         self.model = models.build(spec.model, spec.widths, data.num_classes, spec.activation)
         self.tx = _optimizer(spec.optimizer)
         self.num_train = len(data.y_train)
@@ -149,12 +152,12 @@ class Cohort:
             name: jnp.asarray(getattr(data, name))
             for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
-        self._init = self.run_axis.map_runs(self._init_run, num_run_args=2)
+        self._init = self.run_axis.map_runs(self._init_run, 2, run_batch)
         # Compiled variants: dropout masks and gradient noise are drawn only when some
         # run uses them (drawing them costs more than the matmuls of a small MLP on a CPU).
         self._chunks = {
             (drop, noise): self.run_axis.map_runs(
-                partial(self._chunk_run, use_dropout=drop, use_noise=noise), num_run_args=3
+                partial(self._chunk_run, use_dropout=drop, use_noise=noise), 3, run_batch
             )
             for drop in (False, True)
             for noise in (False, True)
@@ -316,25 +319,24 @@ class Cohort:
         num_runs = len(next(iter(hparams.values())))
         axis = self.run_axis
         keys = axis.put_runs(axis.pad({s: keys[s] for s in STREAMS}, num_runs))
-        hparams = axis.put_runs(
-            axis.pad({h: jnp.asarray(hparams[h], jnp.float32) for h in HPARAMS}, num_runs)
-        )
+        host_hparams = {h: np.asarray(hparams[h], np.float32) for h in HPARAMS}
+        hparams = axis.put_runs(axis.pad(host_hparams, num_runs))
         arrays = axis.put_shared(self.arrays)
         timings = {"first_chunk_s": 0.0, "run_s": 0.0}
         start = time.perf_counter()
         chunk_fn = self._chunks[
-            bool(np.any(np.asarray(hparams["dropout"]) > 0)),
-            bool(np.any(np.asarray(hparams["grad_noise"]) > 0)),
+            bool(np.any(host_hparams["dropout"] > 0)),
+            bool(np.any(host_hparams["grad_noise"] > 0)),
         ]
         state, metrics0 = self._init(keys, hparams, arrays)
-        history = [np.asarray(metrics0)[:num_runs, None, :]]
+        history = [to_host(metrics0)[:num_runs, None, :]]
         steps = [np.zeros((num_runs, 1), np.int64)]
         timings["init_s"] = time.perf_counter() - start
         for chunk in range(self.num_chunks):
             start = time.perf_counter()
             state, metrics, chunk_steps = chunk_fn(state, keys, hparams, arrays)
-            history.append(np.asarray(metrics)[:num_runs])
-            steps.append(np.asarray(chunk_steps)[:num_runs].astype(np.int64))
+            history.append(to_host(metrics)[:num_runs])
+            steps.append(to_host(chunk_steps)[:num_runs].astype(np.int64))
             # The first chunk includes compilation; later chunks are pure run time.
             timings["first_chunk_s" if chunk == 0 else "run_s"] += time.perf_counter() - start
             yield {"epochs_done": (chunk + 1) * self.evals_per_chunk * self.eval_every}
@@ -355,7 +357,7 @@ class Cohort:
         """Host outputs of ``fn`` applied to every run (a measurement, say), vmapped and
         spread over devices like training: ``run_args`` carry the run axis."""
         num_runs = len(jax.tree_util.tree_leaves(run_args)[0])
-        mapped = self.run_axis.map_runs(fn, num_run_args=len(run_args))
+        mapped = self.run_axis.map_runs(fn, len(run_args), self.run_batch)
         padded = self.run_axis.put_runs(self.run_axis.pad(run_args, num_runs))
         return unpad(mapped(*padded, *self.run_axis.put_shared(shared_args)), num_runs)
 
@@ -379,6 +381,48 @@ class CohortResult:
 def _all_finite(tree) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Device bytes of one run: ``state`` stays resident for the whole cohort (params,
+    optimizer state, best snapshot, labels), ``work`` only while the run is computed
+    (a step's activations and gradients, an evaluation chunk's activations)."""
+
+    state: int
+    work: int
+
+    def cohort(self, runs_per_device: int, run_batch: int | None = None) -> int:
+        at_once = runs_per_device if run_batch is None else min(run_batch, runs_per_device)
+        return runs_per_device * self.state + at_once * self.work
+
+
+def estimate_memory(spec: CohortSpec, data: Dataset) -> MemoryEstimate:
+    """A float32 estimate from shapes alone (``jax.eval_shape``: nothing is computed)."""
+    model = models.build(spec.model, spec.widths, data.num_classes, spec.activation)
+    x = jnp.zeros((1, *np.shape(data.x_train)[1:]), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), x)
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+    _, features = jax.eval_shape(lambda p: model.apply(p, x, return_features=True), params)
+    per_example = sum(int(np.prod(f.shape)) for f in features) + data.num_classes
+    moments = 2 if spec.optimizer == "adam" else 1
+    # params, optimizer moments, the best snapshot and the epoch-start copy; labels.
+    state = 4 * (3 + moments) * num_params + 4 * len(data.y_train)
+    # forward activations, their gradients and masks per training example; the
+    # gradients themselves; an evaluation chunk; the epoch's permutation.
+    step = 3 * 4 * per_example * spec.batch_size + 4 * num_params
+    evaluation = 4 * per_example * min(EVAL_CHUNK, len(data.y_test))
+    work = max(step, evaluation) + 8 * len(data.y_train)
+    return MemoryEstimate(state=state, work=work)
+
+
+def choose_run_batch(estimate: MemoryEstimate, runs_per_device: int, budget: int) -> int | None:
+    """None when the whole cohort fits ``budget`` bytes per device, else the most runs
+    per device that fit at once (at least 1)."""
+    if estimate.cohort(runs_per_device) <= budget:
+        return None
+    room = budget - runs_per_device * estimate.state
+    return int(max(1, min(runs_per_device - 1, room // max(estimate.work, 1))))
 
 
 def _add_noise(tree, key: jax.Array, std: jax.Array):

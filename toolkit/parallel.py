@@ -7,6 +7,12 @@ and in maintenance mode (JAX changelog 0.8.0, 0.10.0; the "migrate_pmap" guide),
 the same mesh carries over to several hosts. The run axis is padded to a multiple
 of the device count with copies of the first run, and the padding is dropped after.
 On one device this is a plain ``jit(vmap(f))``.
+
+With ``run_batch`` set, each device runs its runs ``run_batch`` at a time
+(``lax.map`` with a batch size: a sequential loop over vmapped groups inside the same
+program), which bounds the activation memory of a large cohort; the results are the
+same. In a multi-process run (:mod:`toolkit.distributed`) the mesh spans every
+process's devices, inputs are assembled as global arrays and outputs gathered.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from toolkit.distributed import to_host
 
 RUNS = "runs"
 
@@ -50,29 +58,42 @@ class RunAxis:
 
     def put_runs(self, tree):
         """Place a pytree whose leaves have a (padded) leading run axis, sharded over runs."""
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec(RUNS)))
+        return self._put(tree, NamedSharding(self.mesh, PartitionSpec(RUNS)))
 
     def put_shared(self, tree):
         """Place a pytree replicated on every device (datasets, constants)."""
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return self._put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
-    def map_runs(self, fn: Callable, num_run_args: int) -> Callable:
+    def _put(self, tree, sharding: NamedSharding):
+        if jax.process_count() == 1:
+            return jax.device_put(tree, sharding)
+        # Several processes: every process holds the whole (identical) host value and
+        # contributes the shards on its own devices.
+        return jax.tree_util.tree_map(lambda leaf: _global_array(leaf, sharding), tree)
+
+    def map_runs(self, fn: Callable, num_run_args: int, run_batch: int | None = None) -> Callable:
         """jit(shard_map(vmap(fn))): the first ``num_run_args`` arguments carry a run axis.
 
         The remaining arguments are shared by every run (broadcast, replicated).
-        Every output carries the run axis. The jitted function is cached per ``fn``, so
-        calling again with the same function (and shapes) does not recompile.
+        Every output carries the run axis. ``run_batch``: runs computed at once per
+        device (None: all of them). The jitted function is cached per ``fn`` and
+        ``run_batch``, so calling again with the same function (and shapes) does not
+        recompile.
         """
-        cache_key = (fn, num_run_args)
+        cache_key = (fn, num_run_args, run_batch)
         if cache_key not in self._mapped:
-            self._mapped[cache_key] = self._build(fn, num_run_args)
+            self._mapped[cache_key] = self._build(fn, num_run_args, run_batch)
         return self._mapped[cache_key]
 
-    def _build(self, fn: Callable, num_run_args: int) -> Callable:
+    def _build(self, fn: Callable, num_run_args: int, run_batch: int | None) -> Callable:
 
         def per_device(*args):
-            in_axes = (0,) * num_run_args + (None,) * (len(args) - num_run_args)
-            return jax.vmap(fn, in_axes=in_axes)(*args)
+            run_args, shared = args[:num_run_args], args[num_run_args:]
+            local_runs = jax.tree_util.tree_leaves(run_args)[0].shape[0]
+            if run_batch is None or run_batch >= local_runs:
+                in_axes = (0,) * num_run_args + (None,) * len(shared)
+                return jax.vmap(fn, in_axes=in_axes)(*args)
+            return jax.lax.map(lambda a: fn(*a, *shared), run_args, batch_size=run_batch)
 
         def specs(num_args: int):
             return tuple(
@@ -97,4 +118,14 @@ class RunAxis:
 
 def unpad(tree, num_runs: int):
     """Host copies of a run-axis pytree with the padding dropped."""
-    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[:num_runs], tree)
+    return jax.tree_util.tree_map(lambda leaf: to_host(leaf)[:num_runs], tree)
+
+
+def _global_array(leaf, sharding: NamedSharding) -> jax.Array:
+    """One global array from a host value that every process holds in full."""
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        impl = jax.random.key_impl(leaf)
+        data = _global_array(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=impl)
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

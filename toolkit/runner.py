@@ -4,6 +4,12 @@ config ⊕ profile ⊕ ``--set`` → runs = grid × seeds (run id = hash of the 
 and the seed) → drop runs already in the folder (resume) → group the rest into
 cohorts by shape → train each cohort as one program → measure → append rows →
 analyze → verdicts, and figures drawn from the written tables.
+
+A cohort whose estimated device memory exceeds the budget (the device's own limit,
+or ``memory_budget``) is computed a group of runs at a time inside its one program
+(:func:`toolkit.engine.choose_run_batch`). With several processes
+(:mod:`toolkit.distributed`) every process trains its share of every cohort and
+process 0 alone reads and writes the results folder.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -26,7 +33,18 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from toolkit import data as datasets
-from toolkit.engine import HPARAMS, METRICS, STREAMS, Cohort, CohortResult, CohortSpec, run_keys
+from toolkit import distributed
+from toolkit.engine import (
+    HPARAMS,
+    METRICS,
+    STREAMS,
+    Cohort,
+    CohortResult,
+    CohortSpec,
+    choose_run_batch,
+    estimate_memory,
+    run_keys,
+)
 from toolkit.parallel import RunAxis
 from toolkit.results import ResultsFolder, save_params
 from toolkit.spec import Experiment, RunConfig, SpecError
@@ -174,32 +192,62 @@ def run_experiment(
     progress: bool = True,
     run_axis: RunAxis | None = None,
     command: str | None = None,
+    memory_budget: int | None = None,
+    deterministic: bool = False,
 ) -> RunReport:
-    """Train whatever is missing, then analyze and draw; see the module docstring."""
+    """Train whatever is missing, then analyze and draw; see the module docstring.
+
+    ``memory_budget``: bytes per device a cohort may use (default: the device's own
+    limit, or half the host memory on a CPU). ``deterministic`` is recorded in the
+    provenance (the CLI sets XLA's flag before JAX starts).
+    """
     overrides = overrides or {}
+    writer = distributed.is_writer()
     seeds = seeds if seeds is not None else int(experiment.profile(profile).get("seeds", 10))
     if seeds < 1:
         raise SpecError(f"--seeds must be a positive integer, got {seeds}")
     runs = plan_runs(experiment, profile, seeds, overrides)
     folder = ResultsFolder(Path(out) / experiment.name / folder_name(profile, overrides))
-    folder.prepare(experiment.name)
-    if force:
-        folder.clear()
-    done = folder.done_run_ids()
-    todo = [run for run in runs if run.run_id not in done]
+    done_mask = np.zeros(len(runs), np.int32)
+    if writer:
+        folder.prepare(experiment.name)
+        if force:
+            folder.clear()
+        done = folder.done_run_ids()
+        done_mask = np.array([run.run_id in done for run in runs], np.int32)
+    # Every process must train the same cohorts: process 0's view of the folder rules.
+    done_mask = distributed.broadcast(done_mask)
+    todo = [run for run, is_done in zip(runs, done_mask) if not is_done]
     run_axis = run_axis or RunAxis()
+    budget = memory_budget or device_memory_budget(run_axis)
     started = time.time()
     factors = experiment.factors(profile)
-    folder.update_meta(_static_meta(experiment, profile, overrides, seeds, run_axis))
+    static = _static_meta(experiment, profile, overrides, seeds, run_axis)
+    static.update(
+        deterministic=deterministic,
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
+        processes=jax.process_count(),
+        memory_budget_bytes=int(budget),
+    )
+    if writer:
+        folder.update_meta(static)
 
     cohorts = group_cohorts(todo)
     total = sum(len(rs) * spec.epochs for spec, rs in cohorts.items())
-    bar = tqdm(total=total, unit="run-epoch", disable=not progress or total == 0, file=sys.stderr)
+    bar = tqdm(
+        total=total,
+        unit="run-epoch",
+        disable=not progress or total == 0 or not writer,
+        file=sys.stderr,
+    )
     runs_done = 0
     for index, (spec, cohort_runs) in enumerate(cohorts.items()):
         bar.set_description(f"cohort {index + 1}/{len(cohorts)} ({len(cohort_runs)} runs)")
         dataset = datasets.load(spec.dataset)
-        cohort = Cohort(spec, dataset, run_axis)
+        estimate = estimate_memory(spec, dataset)
+        per_device = run_axis.padded_size(len(cohort_runs)) // run_axis.num_devices
+        run_batch = choose_run_batch(estimate, per_device, budget)
+        cohort = Cohort(spec, dataset, run_axis, run_batch=run_batch)
         keys = run_keys(
             root_seed(experiment.name),
             {s: [r.config.stream_seeds(r.seed)[s] for r in cohort_runs] for s in STREAMS},
@@ -218,15 +266,23 @@ def run_experiment(
             trained = TrainedCohort(cohort, cohort_runs, result, keys)
             measures = experiment.module.measure(trained)
         result.timings["measure_s"] = time.perf_counter() - measured_start
+        runs_done += len(cohort_runs)
+        if not writer:
+            continue
         _save_params(experiment, folder, cohort_runs, result)
         tables = {k: v for k, v in measures.items() if isinstance(v, pd.DataFrame)}
         columns = {k: v for k, v in measures.items() if k not in tables}
         summary, history = _rows(experiment.name, cohort, cohort_runs, result, columns)
         folder.append_runs(summary, history, order=factors + ["seed"], tables=tables)
-        folder.update_meta({"cohorts": [_cohort_meta(spec, cohort, cohort_runs, result)]})
-        runs_done += len(cohort_runs)
+        memory = {"estimate_bytes": estimate.cohort(per_device, run_batch), "run_batch": run_batch}
+        memory.update(peak_memory(run_axis))
+        folder.update_meta(
+            {"cohorts": [_cohort_meta(spec, cohort, cohort_runs, result) | {"memory": memory}]}
+        )
         bar.set_postfix_str(f"runs {runs_done}/{len(todo)}")
     bar.close()
+    if not writer:
+        return RunReport(folder, pd.DataFrame(columns=VERDICT_COLUMNS), [], len(todo), 0)
     _run_standalone(experiment, folder, profile, seeds, force)
 
     verdicts = analyze(experiment, folder)
@@ -247,6 +303,35 @@ def run_experiment(
         }
     )
     return RunReport(folder, verdicts, figures, len(todo), len(runs) - len(todo))
+
+
+def device_memory_budget(run_axis: RunAxis, fraction: float = 0.8) -> int:
+    """Bytes a cohort may use per device: ``fraction`` of the device's limit where the
+    backend reports one, else (a CPU) half the host memory shared by its devices."""
+    stats = _memory_stats(_local_device(run_axis))
+    if stats.get("bytes_limit"):
+        return int(fraction * stats["bytes_limit"])
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    local = max(1, len([d for d in run_axis.devices if d.process_index == jax.process_index()]))
+    return int(0.5 * host / local)
+
+
+def peak_memory(run_axis: RunAxis) -> dict:
+    """Peak bytes in use on this process's first device, where the backend reports it
+    (GPUs and TPUs; not CPUs). The peak is since the process started."""
+    stats = _memory_stats(_local_device(run_axis))
+    return {"peak_bytes": stats["peak_bytes_in_use"]} if "peak_bytes_in_use" in stats else {}
+
+
+def _local_device(run_axis: RunAxis):
+    return next(d for d in run_axis.devices if d.process_index == jax.process_index())
+
+
+def _memory_stats(device) -> dict:
+    try:
+        return device.memory_stats() or {}
+    except (RuntimeError, NotImplementedError):
+        return {}
 
 
 def _run_standalone(experiment, folder: ResultsFolder, profile: str, seeds: int, force: bool):

@@ -1,0 +1,131 @@
+"""Many processes (hosts) through JAX's own multi-process runtime.
+
+``initialize`` wraps ``jax.distributed.initialize``: with no address it lets JAX
+detect the cluster (SLURM, Open MPI, TPU pods...); with ``coordinator``,
+``num_processes`` and ``process_id`` it joins an explicit one. After it, every
+process sees the global device list, :class:`toolkit.parallel.RunAxis` builds its
+``runs`` mesh over all of them, and each process computes the runs on its own
+devices. Process 0 alone writes results (:func:`is_writer`); every process must make
+the same calls in the same order (the compiled programs are collective).
+
+A worker whose coordinator is unreachable would be aborted by JAX's runtime after
+the timeout (an uncatchable ``DEADLINE_EXCEEDED`` abort), so workers first probe the
+coordinator's port and fail with a one-line :class:`DistributedError` instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import jax
+import numpy as np
+
+DEFAULT_TIMEOUT_S = 60
+
+
+class DistributedError(RuntimeError):
+    """The multi-process runtime could not start: the message says what to check."""
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(f"--coordinator must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise DistributedError(
+                    f"cannot reach the coordinator at {host}:{port} within {timeout_s:g} s "
+                    f"({err.strerror or err}); start process 0 there first, or check "
+                    "--coordinator and the network"
+                ) from None
+            time.sleep(0.2)
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Join (or start) the multi-process runtime; call before any device is used.
+
+    With no arguments JAX detects the cluster from the environment. Otherwise all
+    three of ``coordinator`` ("host:port"), ``num_processes`` and ``process_id`` are
+    needed. Calling it again in a process that already joined does nothing.
+    """
+    if jax.distributed.is_initialized():
+        return
+    explicit = (coordinator, num_processes, process_id)
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        raise DistributedError(
+            "give all of --coordinator HOST:PORT, --num-processes N and --process-id I "
+            "(or none of them, to let JAX detect the cluster)"
+        )
+    if coordinator is not None:
+        if not 0 <= process_id < num_processes:
+            raise DistributedError(
+                f"--process-id must be in 0..{num_processes - 1}, got {process_id}"
+            )
+        host, port = _parse_address(coordinator)
+        if process_id != 0:
+            _wait_for_port(host, port, timeout_s)
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=int(timeout_s),
+        )
+    except (RuntimeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DistributedError(f"jax.distributed.initialize failed: {first_line}") from None
+
+
+#: Environment variables by which ``jax.distributed.initialize()`` (no arguments)
+#: finds a cluster, and the one giving the number of processes there.
+CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def cluster_detected(environ: dict | None = None) -> bool:
+    """True when the environment describes a multi-process job (SLURM, Open MPI, PMI)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    return any(int(environ.get(v, "1") or 1) > 1 for v in CLUSTER_SIZE_VARIABLES)
+
+
+def is_multiprocess() -> bool:
+    return jax.process_count() > 1
+
+
+def is_writer() -> bool:
+    """True in the one process that writes results (process 0)."""
+    return jax.process_index() == 0
+
+
+def to_host(leaf) -> np.ndarray:
+    """A host copy of a (possibly global, not fully addressable) array."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(leaf)
+
+
+def broadcast(values: np.ndarray) -> np.ndarray:
+    """Process 0's copy of ``values`` in every process (identity with one process)."""
+    if not is_multiprocess():
+        return np.asarray(values)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(values)))
