@@ -8,9 +8,14 @@ Work: MLP 40-100-100-10 on the 4,000 MNIST-1D training examples, SGD with moment
   MNIST tutorial); ``closure`` closes the jitted step over the dataset and passes
   the batch indices (``shared/bench/anchor_vmap.py``'s loop, the project's reference).
 - ``engine``: ``toolkit.engine.Cohort`` — all seeds vmapped in one compiled scan,
-  evaluated only at the end (``history_points=1``) so both do the same training work.
+  evaluated only at the start and the end (``history_points=1``). Two figures:
+  end to end (one call of E epochs, its two 17,000-example evaluations included) and
+  marginal (the time of ``--marginal-factor``·E epochs minus that of E, per extra
+  step: the training loop alone, the same work as the anchor's scan).
 
-Times exclude compilation (each mode runs once to compile, then is timed).
+Achieved FLOP/s count the training arithmetic only (3 × 2 × 15,000 multiply-adds per
+example, as ``shared/bench/anchor_vmap.py`` counts it). Times exclude compilation
+(each mode runs once to compile, then is timed).
 Usage: ``python benchmarks/bench_engine.py --seeds 10 --epochs 5 [--loop-epochs 1]``.
 """
 
@@ -29,6 +34,7 @@ from toolkit import data, engine, models
 
 WIDTHS = (100, 100)
 BATCH, LR, MOMENTUM = 100, 0.05, 0.9
+FLOP_PER_EXAMPLE = 3 * 2 * (40 * 100 + 100 * 100 + 100 * 10)
 LOOPS = ("numpy", "closure")
 
 
@@ -78,7 +84,8 @@ def bench_loop(ds: data.Dataset, seeds: int, epochs: int, style: str) -> float:
     return seeds * epochs * steps / (time.perf_counter() - start)
 
 
-def bench_engine(ds: data.Dataset, seeds: int, epochs: int) -> tuple[float, float]:
+def engine_wall(ds: data.Dataset, seeds: int, epochs: int) -> tuple[float, float, int]:
+    """(wall seconds of a compiled call, compile seconds, seed-steps) for E epochs."""
     spec = engine.CohortSpec("mnist1d", "mlp", WIDTHS, "relu", "sgd", "ce", BATCH, epochs)
     cohort = engine.Cohort(spec, ds, history_points=1)
     hparams = {h: np.zeros(seeds) for h in engine.HPARAMS}
@@ -94,8 +101,19 @@ def bench_engine(ds: data.Dataset, seeds: int, epochs: int) -> tuple[float, floa
     start = time.perf_counter()
     cohort.run(keys, hparams)
     wall = time.perf_counter() - start
-    steps = seeds * epochs * cohort.steps_per_epoch
-    return steps / wall, first - wall
+    return wall, first - wall, seeds * epochs * cohort.steps_per_epoch
+
+
+def bench_engine(ds: data.Dataset, seeds: int, epochs: int, factor: int) -> dict:
+    wall, compile_s, steps = engine_wall(ds, seeds, epochs)
+    row = {"engine_seed_steps_per_s": round(steps / wall), "engine_compile_s": round(compile_s, 2)}
+    if factor > 1:
+        long_wall, _, long_steps = engine_wall(ds, seeds, epochs * factor)
+        marginal = (long_steps - steps) / max(long_wall - wall, 1e-9)
+        row["engine_marginal_seed_steps_per_s"] = round(marginal)
+        row["engine_marginal_tflops"] = round(marginal * BATCH * FLOP_PER_EXAMPLE / 1e12, 4)
+    row["engine_tflops"] = round(steps / wall * BATCH * FLOP_PER_EXAMPLE / 1e12, 4)
+    return row
 
 
 def main() -> None:
@@ -104,21 +122,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--loop-epochs", type=int, default=1, help="the loop is slow: fewer epochs")
     parser.add_argument("--loop-seeds", type=int, default=None, help="cap on seeds for the loop")
+    parser.add_argument(
+        "--marginal-factor", type=int, default=5, help="also time factor × epochs (1: skip)"
+    )
     args = parser.parse_args()
     ds = data.load("mnist1d")
     device = jax.devices()[0]
     for seeds in args.seeds:
         loop_seeds = min(seeds, args.loop_seeds or seeds)
         loops = {style: bench_loop(ds, loop_seeds, args.loop_epochs, style) for style in LOOPS}
-        fast, compile_s = bench_engine(ds, seeds, args.epochs)
+        fast = bench_engine(ds, seeds, args.epochs, args.marginal_factor)
+        speed = fast["engine_seed_steps_per_s"]
         row = {
             "device": device.device_kind,
             "jax": jax.__version__,
             "seeds": seeds,
+            "epochs": args.epochs,
             **{f"loop_{k}_seed_steps_per_s": round(v) for k, v in loops.items()},
-            "engine_seed_steps_per_s": round(fast),
-            **{f"engine_over_loop_{k}": round(fast / v, 2) for k, v in loops.items()},
-            "engine_compile_s": round(compile_s, 2),
+            **fast,
+            **{f"engine_over_loop_{k}": round(speed / v, 2) for k, v in loops.items()},
         }
         print(json.dumps(row), flush=True)
 

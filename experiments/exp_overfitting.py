@@ -37,6 +37,14 @@ from toolkit.spec import RunConfig
 from toolkit.stats import paired_difference, seed_verdict
 
 CLAIMS = ("C01", "C02", "C10", "C11", "C14")
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {
+    "C01": "curves",
+    "C02": "curves",
+    "C10": "curves",
+    "C11": "curves",
+    "C14": "early_stopping",
+}
 NUM_CLASSES = 10
 CONDITIONS = {0.0: "real labels", 0.2: "20% label noise", 1.0: "random labels"}
 

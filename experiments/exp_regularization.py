@@ -74,6 +74,13 @@ from toolkit.spec import RunConfig, SpecError
 from toolkit.stats import bootstrap_ci, mean_ci_by_group, seed_verdict
 
 CLAIMS = ("C12", "C13", "C14", "C15")
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {
+    "C12": "regularizers",
+    "C13": "weight_norm",
+    "C14": "early_stopping",
+    "C15": "invariance",
+}
 #: The augmentation family of each dataset (toolkit.augment kinds).
 AUGMENTATION = {"mnist1d": "shift_noise", "mnist5k": "affine"}
 DATASET_NAMES = {"mnist1d": "MNIST-1D", "mnist5k": "MNIST-5k"}

@@ -80,6 +80,8 @@ from toolkit.stats import (
 )
 
 CLAIMS = ("C20", "C16")
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {"C20": "interpolation_train_loss", "C16": "loss_spread"}
 #: variation → the streams every run of it shares (pinned to ``shared_seed``).
 VARIATIONS = {"independent": (), "same_init": ("init",), "same_order": ("order",)}
 PATH_POINTS = np.linspace(0.0, 1.0, 25)

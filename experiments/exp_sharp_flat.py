@@ -59,6 +59,8 @@ from toolkit.spec import RunConfig
 from toolkit.stats import seed_verdict, spearman_over_seeds, verdict_row
 
 CLAIMS = ("C18", "C08")
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {"C18": "sharpness_vs_batch", "C08": "gradient_noise"}
 CURVATURE_EXAMPLES = 1000
 NOISE_BATCHES = (16, 64, 256, 1024)
 SLICE_ALPHAS = np.linspace(-1.0, 1.0, 41)

@@ -49,6 +49,8 @@ from toolkit.spec import RunConfig
 from toolkit.stats import seed_bootstrap_statistic, spearman_over_seeds, verdict_row
 
 CLAIMS = ("C19", "C16")
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {"C19": "width_sweep", "C16": "seed_spread"}
 CURVATURE_EXAMPLES = 1000
 PATH_POINTS = np.linspace(0.0, 1.0, 25)
 CONTOUR_ALPHAS = np.linspace(-1.0, 1.0, 21)

@@ -280,6 +280,22 @@ def _start_distributed(requested, coordinator, num_processes, process_id, timeou
         _fail(str(err))
 
 
+@main.command()
+@click.option("--profile", default="default", show_default=True)
+@click.option("--out", default="results", show_default=True, type=click.Path(path_type=Path))
+def report(profile, out) -> None:
+    """Write REPORT.md and REPORT.html (every claim, one verdict table) from the CSVs."""
+    from toolkit import report as claims_report
+
+    if not out.is_dir():
+        _fail(f"no results folder {out}; run an experiment first, or pass --out")
+    try:
+        paths = claims_report.write(out, profile)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    click.echo(" and ".join(str(p) for p in paths))
+
+
 def _command_line(name, seeds, profile, sets, out, force) -> str:
     """The run command as a user would type it, for the results' provenance."""
     words = ["toolkit", "run", name, "--profile", profile]

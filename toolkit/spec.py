@@ -14,6 +14,8 @@ An experiment is one module ``experiments/exp_<name>.py`` defining:
 - optionally ``standalone(profile, seeds) -> dict[str, DataFrame]``: tables from work
   that trains no cohort (toy problems, gradient checks, timings), written whole as
   ``<key>.csv`` after training, recomputed only when one is missing or with ``--force``;
+- optionally ``CLAIM_FIGURES``: claim id → figure name, the figure the claims report
+  links for that claim (default: the experiment's first figure);
 - optionally ``SAVE_PARAMS``: True, or a predicate on a run, to save final parameters
   as ``params/<run_id>.npz``.
 
@@ -65,12 +67,13 @@ class RunConfig:
     pin_order_seed: int = -1  # ≥ 0: every run's data-order stream uses this seed
     history_points: int = 200  # at most this many evaluations per run (evenly spaced)
     grad_noise: float = 0.0  # std of Gaussian noise added to every minibatch gradient
+    track_sharpness: int = 0  # first N train examples: top Hessian eigenvalue per evaluation
 
     #: Fields an experiment computes from others (``--set`` on them is an error).
     DERIVED: ClassVar[dict[str, str]] = {}
     #: Base fields added after results were first published: a run id leaves such a
     #: field out while it holds its default, so earlier results keep their ids.
-    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"grad_noise"})
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"grad_noise", "track_sharpness"})
 
     def identity(self) -> dict:
         """The fields that identify a run (hashed into its run id)."""
@@ -92,6 +95,7 @@ class RunConfig:
             batch_size=self.batch_size,
             epochs=self.epochs,
             history_points=self.history_points,
+            track_sharpness=self.track_sharpness,
         )
 
     def hparams(self) -> dict[str, float]:

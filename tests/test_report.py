@@ -1,0 +1,82 @@
+"""The claims report: every claim once, verdicts from results only, same bytes each time."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from toolkit import report
+from toolkit.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def one_experiment(tmp_path):
+    """results/ and paper_figures/ holding only exp_overfitting (and its H200 twin)."""
+    for sub in ("default", "default-h200"):
+        shutil.copytree(
+            ROOT / "results/exp_overfitting" / sub, tmp_path / "results/exp_overfitting" / sub
+        )
+    shutil.copytree(
+        ROOT / "paper_figures/exp_overfitting/default",
+        tmp_path / "paper_figures/exp_overfitting/default",
+    )
+    return tmp_path / "results"
+
+
+def claim_rows(markdown: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if line.startswith("| C") and len(cells) == 6:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_every_claim_once_with_not_run_and_not_testable(one_experiment):
+    md_path, html_path = report.write(one_experiment)
+    text = md_path.read_text()
+    rows = claim_rows(text)
+    assert list(rows) == [f"C{i:02d}" for i in range(1, 22)]
+    verdicts = pd.read_csv(one_experiment / "exp_overfitting/default/verdicts.csv")
+    for claim in verdicts["claim_id"].unique():
+        assert "exp_overfitting" in rows[claim][2]
+        assert rows[claim][4] in {"supported", "contradicted", "inconclusive"} or rows[claim][
+            4
+        ].startswith("mixed")
+    assert rows["C04"][4] == "not run" and rows["C18"][4] == "not run"
+    assert rows["C21"][4] == "not-testable"
+    assert "default vs default-h200 (NVIDIA H200)" in text
+    page = html_path.read_text()
+    assert page.count("<img ") == len(list((one_experiment.parent / "paper_figures").rglob("*.png")))
+    assert "../paper_figures/exp_overfitting/default/curves.png" in page
+
+
+def test_same_results_same_bytes(one_experiment, tmp_path):
+    first = [p.read_bytes() for p in report.write(one_experiment)]
+    second = [p.read_bytes() for p in report.write(one_experiment)]
+    assert first == second
+
+
+def test_committed_report_is_reproduced():
+    """``toolkit report`` on a fresh clone rewrites the committed REPORT.md byte for byte."""
+    committed = (ROOT / "results/REPORT.md").read_text()
+    assert report.build(ROOT / "results").markdown() == committed
+
+
+def test_overall_verdict():
+    assert report._overall(pd.Series(["supported", "supported"])) == "supported"
+    assert (
+        report._overall(pd.Series(["contradicted", "supported", "supported"]))
+        == "mixed (2 supported, 1 contradicted)"
+    )
+
+
+def test_report_cli_errors(tmp_path):
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no results folder" in result.output
