@@ -53,7 +53,9 @@ def test_every_claim_once_with_not_run_and_not_testable(one_experiment):
     assert rows["C21"][4] == "not-testable"
     assert "default vs default-h200 (NVIDIA H200)" in text
     page = html_path.read_text()
-    assert page.count("<img ") == len(list((one_experiment.parent / "paper_figures").rglob("*.png")))
+    assert page.count("<img ") == len(
+        list((one_experiment.parent / "paper_figures").rglob("*.png"))
+    )
     assert "../paper_figures/exp_overfitting/default/curves.png" in page
 
 
