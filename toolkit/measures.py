@@ -400,3 +400,40 @@ def rescale_layers(params: PyTree, first: str, second: str, alpha: float) -> PyT
     layers[first] = {name: value * alpha for name, value in layers[first].items()}
     layers[second] = {**layers[second], "kernel": layers[second]["kernel"] / alpha}
     return {**params, "params": layers}
+
+
+def gradient_noise_scaling(
+    loss_fn: LossFn,
+    params: PyTree,
+    x,
+    y,
+    key: Array,
+    batch_sizes: tuple[int, ...],
+    num_batches: int = 32,
+    chunk_size: Chunk = None,
+) -> tuple[Array, Array]:
+    """Minibatch gradient variance at each batch size, and its log-log slope against B.
+
+    Returns (variances, slope): ``variances[i]`` is :func:`gradient_noise` at
+    ``batch_sizes[i]`` (one subkey each); ``slope`` is the least-squares slope of
+    log(variance / f) against log B, with f = (N−B)/(N−1) the without-replacement
+    factor, so a fixed per-example gradient covariance gives slope −1 in expectation
+    (variance ∝ 1/B).  Every batch size must be below N; at least two distinct ones.
+    """
+    n = _num_examples(x)
+    sizes = tuple(int(b) for b in batch_sizes)
+    if len(set(sizes)) < 2 or not all(0 < b < n for b in sizes):
+        raise ValueError(f"need ≥ 2 distinct batch sizes in (0, {n}), got {sizes}")
+    keys = jax.random.split(key, len(sizes))
+    variances = jnp.stack(
+        [
+            gradient_noise(loss_fn, params, x, y, k, b, num_batches, chunk_size)
+            for b, k in zip(sizes, keys)
+        ]
+    )
+    b = jnp.asarray(sizes, variances.dtype)
+    log_b = jnp.log(b)
+    log_v = jnp.log(variances * (n - 1) / (n - b))
+    centred = log_b - log_b.mean()
+    slope = jnp.sum(centred * (log_v - log_v.mean())) / jnp.sum(centred**2)
+    return variances, slope
