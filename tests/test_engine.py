@@ -177,3 +177,64 @@ def test_gradient_noise_is_per_run(dataset):
     noisy = cohort.run(keys([0, 1]), hparams([0.05, 0.05], grad_noise=[0.0, 0.1]))
     np.testing.assert_allclose(noisy.history[0], clean.history[0], rtol=1e-6)
     assert not np.allclose(noisy.history[1, 1:], clean.history[1, 1:])
+
+
+TRACKED = 64  # examples the tracking tests compute sharpness on
+TRACK_SPEC = engine.CohortSpec("mnist1d", "mlp", (4,), "relu", "sgd", "mse", 400, 2)
+
+
+@pytest.fixture(scope="module")
+def tracking_runs(dataset):
+    """One cohort with sharpness tracking and the same cohort without (compiled once)."""
+    k, h = keys([0, 1]), hparams([0.05, 0.1], label_noise=[0.0, 0.5])
+    tracking = engine.CohortSpec(**{**TRACK_SPEC.__dict__, "track_sharpness": TRACKED})
+    cohort = engine.Cohort(tracking, dataset)
+    return cohort, cohort.run(k, h), engine.Cohort(TRACK_SPEC, dataset).run(k, h)
+
+
+def test_tracked_sharpness_is_lanczos_on_final_params(dataset, tracking_runs):
+    """The sharpness tracked at the last evaluation is lanczos_eigs on the final params
+    (the run's own labels, the fixed key) and the top eigenvalue of the dense Hessian."""
+    import jax
+    import jax.numpy as jnp
+
+    from toolkit import measures
+
+    cohort, result, _ = tracking_runs
+    sharpness = result.tracked["sharpness"]
+    assert set(result.tracked) == {"sharpness"}
+    assert sharpness.shape == result.history.shape[:2] and np.all(np.isfinite(sharpness))
+    x = jnp.asarray(dataset.x_train[:TRACKED])
+    loss = lambda p, xb, yb: cohort.loss(p, xb, yb)
+    key = jax.random.key(engine.TRACK_SEED)
+    lanczos = jax.jit(
+        lambda p, y: measures.lanczos_eigs(loss, p, x, y, key, engine.TRACK_LANCZOS_ITERS, k=1)
+    )
+    dense = jax.jit(lambda p, y: _dense_hessian(loss, p, x, y))
+    for r in range(2):
+        params = jax.tree_util.tree_map(
+            lambda leaf, r=r: jnp.asarray(leaf[r]), result.state["params"]
+        )
+        y = jnp.asarray(result.state["labels"][r][:TRACKED])
+        np.testing.assert_allclose(sharpness[r, -1], lanczos(params, y)[0][0], rtol=1e-4)
+        top = np.linalg.eigvalsh(np.asarray(dense(params, y), np.float64))[-1]
+        np.testing.assert_allclose(sharpness[r, -1], top, rtol=1e-3)
+    # The noisy-label run's sharpness uses its own labels, not the clean ones.
+    assert not np.array_equal(result.state["labels"][1][:TRACKED], dataset.y_train[:TRACKED])
+
+
+def _dense_hessian(loss, params, x, y):
+    import jax
+
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    return jax.hessian(lambda v: loss(unravel(v), x, y))(flat)
+
+
+def test_tracking_leaves_training_unchanged(dataset, tracking_runs):
+    _, tracked, plain = tracking_runs
+    assert plain.tracked == {}
+    np.testing.assert_array_equal(tracked.history, plain.history)
+    np.testing.assert_array_equal(tracked.steps, plain.steps)
+    too_many = engine.CohortSpec(**{**TRACK_SPEC.__dict__, "track_sharpness": 10**6})
+    with pytest.raises(ValueError, match="track_sharpness"):
+        engine.Cohort(too_many, dataset)

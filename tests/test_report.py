@@ -82,3 +82,17 @@ def test_overall_verdict():
 def test_report_cli_errors(tmp_path):
     result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "no results folder" in result.output
+
+
+def test_readme_claims_table_is_current():
+    """The README's claims table is the one ``toolkit report`` writes from the results."""
+    readme = (ROOT / "README.md").read_text()
+    assert report.README_START in readme
+    assert report.readme_with_claims(readme, ROOT / "results", "default", ROOT) == readme
+
+
+def test_readme_block_replaced_between_markers(one_experiment):
+    text = f"intro\n{report.README_START}\nold table\n{report.README_END}\noutro\n"
+    new = report.readme_with_claims(text, one_experiment, "default", one_experiment.parent)
+    assert new.startswith("intro\n") and new.endswith(f"{report.README_END}\noutro\n")
+    assert "old table" not in new and "| C01 |" in new and "| C21 |" in new

@@ -284,13 +284,17 @@ def _start_distributed(requested, coordinator, num_processes, process_id, timeou
 @click.option("--profile", default="default", show_default=True)
 @click.option("--out", default="results", show_default=True, type=click.Path(path_type=Path))
 def report(profile, out) -> None:
-    """Write REPORT.md and REPORT.html (every claim, one verdict table) from the CSVs."""
+    """Write REPORT.md and REPORT.html (every claim, one verdict table) from the CSVs.
+
+    With the default profile it also refreshes the claims table in the README beside
+    the results folder (between its marker comments)."""
     from toolkit import report as claims_report
 
     if not out.is_dir():
         _fail(f"no results folder {out}; run an experiment first, or pass --out")
     try:
-        paths = claims_report.write(out, profile)
+        readme = out.resolve().parent / "README.md"
+        paths = claims_report.write(out, profile, readme=readme)
     except (ValueError, OSError) as err:
         _fail(str(err))
     click.echo(" and ".join(str(p) for p in paths))

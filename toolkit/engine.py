@@ -17,14 +17,18 @@ With ``CohortSpec.augment`` set, every training batch is transformed inside the 
 (:mod:`toolkit.augment`) with keys from the run's own ``augment`` stream. With
 ``grad_noise`` > 0, isotropic Gaussian noise of that standard deviation (per
 coordinate) is added to every minibatch gradient (noisy GD, from the ``grad_noise``
-stream) before the optimizer sees it.
+stream) before the optimizer sees it. With ``CohortSpec.track_sharpness`` = N > 0, every
+evaluation (init included) also computes the top Hessian eigenvalue of the training loss
+on the first N training examples with the run's own training labels (Lanczos,
+``TRACK_LANCZOS_ITERS`` Hessian-vector products, a fixed start key), returned as
+``CohortResult.tracked["sharpness"]``; with N = 0 the program is unchanged.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -32,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from toolkit import augment, models
+from toolkit import augment, measures, models
 from toolkit.data import Dataset, steps_per_epoch
 from toolkit.distributed import to_host
 from toolkit.parallel import RunAxis, unpad
@@ -56,6 +60,9 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_
 DIVERGED_LOSS = 1e4
 EVAL_CHUNK = 2048
 MAX_HISTORY_POINTS = 200
+#: Sharpness tracking: Lanczos iterations per evaluation, and the seed of its fixed start key.
+TRACK_LANCZOS_ITERS = 20
+TRACK_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class CohortSpec:
     epochs: int
     history_points: int = 200  # evaluations kept per run (≤); fewer evaluations are cheaper
     augment: str = "none"  # training-batch augmentation (toolkit.augment.KINDS)
+    track_sharpness: int = 0  # examples for the top Hessian eigenvalue at each evaluation (0: off)
 
     def steps_per_epoch(self, num_train: int) -> int:
         return steps_per_epoch(num_train, self.batch_size)
@@ -90,7 +98,7 @@ def schedule(epochs: int, max_points: int = MAX_HISTORY_POINTS, target_chunks: i
     return eval_every, evals_per_chunk
 
 
-def _optimizer(name: str):
+def optimizer(name: str):
     """An optax optimizer whose numeric hyperparameters live in its state (per run).
 
     Weight decay is L2 added to the gradient before the update (coupled), as in
@@ -141,8 +149,12 @@ class Cohort:
         self.run_axis = run_axis or RunAxis()
         self.run_batch = run_batch  # runs computed at once per device (None: all)
         self.model = models.build(spec.model, spec.widths, data.num_classes, spec.activation)
-        self.tx = _optimizer(spec.optimizer)
+        self.tx = optimizer(spec.optimizer)
         self.num_train = len(data.y_train)
+        if not 0 <= spec.track_sharpness <= self.num_train:
+            raise ValueError(
+                f"track_sharpness={spec.track_sharpness}: use 0 (off) to {self.num_train} examples"
+            )
         self.steps_per_epoch = spec.steps_per_epoch(self.num_train)
         self.eval_every, self.evals_per_chunk = schedule(
             spec.epochs, history_points or spec.history_points
@@ -200,6 +212,27 @@ class Cohort:
         test = self.evaluate(params, arrays["x_test"], arrays["y_test"])
         return jnp.concatenate([train, val, test])
 
+    def _tracked(self, params, train_labels, arrays) -> dict:
+        """Per-evaluation extras: ``{"sharpness": λ_max}`` with tracking on, else ``{}``.
+
+        λ_max is the top eigenvalue of the Hessian of the mean training loss (eval mode)
+        on the first ``track_sharpness`` training examples, with the run's own labels.
+        """
+        n = self.spec.track_sharpness
+        if n == 0:
+            return {}
+        x, y = arrays["x_train"][:n], train_labels[:n]
+        top, _ = measures.lanczos_eigs(
+            lambda p, xb, yb: self.loss(p, xb, yb),
+            params,
+            x,
+            y,
+            jax.random.key(TRACK_SEED),
+            num_iters=TRACK_LANCZOS_ITERS,
+            k=1,
+        )
+        return {"sharpness": top[0]}
+
     def _init_run(self, keys, hparams, arrays):
         params = self.model.init(keys["init"], arrays["x_train"][:1])
         params = jax.tree_util.tree_map(lambda p: p * hparams["init_scale"], params)
@@ -214,7 +247,8 @@ class Cohort:
         random_labels = jax.random.randint(label_key, y.shape, 0, self.data.num_classes)
         labels = jnp.where(flip, random_labels, y).astype(y.dtype)
         metrics = self._metrics(params, labels, arrays)
-        return {
+        tracked = self._tracked(params, labels, arrays)
+        state = {
             "params": params,
             "opt_state": opt_state,
             "labels": labels,
@@ -226,7 +260,8 @@ class Cohort:
             "best_params": params,
             "best_epoch": jnp.int32(0),
             "best_metrics": metrics,
-        }, metrics
+        }
+        return state, metrics, tracked
 
     def _epoch(self, state, keys, hparams, arrays, use_dropout, use_noise=False):
         """One pass over the shuffled training set: ceil(N/B) steps, the last one short."""
@@ -290,6 +325,7 @@ class Cohort:
                 state,
             )
             metrics = self._metrics(state["params"], state["labels"], arrays)
+            tracked = self._tracked(state["params"], state["labels"], arrays)
             exploded = ~jnp.all(jnp.isfinite(metrics)) | (metrics[0] >= DIVERGED_LOSS)
             diverged = state["diverged"] | (state["active"] & exploded)
             active = state["active"] & ~exploded
@@ -304,10 +340,12 @@ class Cohort:
                 "best_epoch": jnp.where(better, state["epoch"], state["best_epoch"]),
                 "best_metrics": jnp.where(better, metrics, state["best_metrics"]),
             }
-            return state, (metrics, state["steps"])
+            return state, (metrics, state["steps"], tracked)
 
-        state, (metrics, steps) = jax.lax.scan(interval, state, None, length=self.evals_per_chunk)
-        return state, metrics, steps
+        state, (metrics, steps, tracked) = jax.lax.scan(
+            interval, state, None, length=self.evals_per_chunk
+        )
+        return state, metrics, steps, tracked
 
     # ----- the loop over chunks ---------------------------------------------------
     def train(self, keys: dict, hparams: dict) -> Iterator[dict]:
@@ -328,14 +366,17 @@ class Cohort:
             bool(np.any(host_hparams["dropout"] > 0)),
             bool(np.any(host_hparams["grad_noise"] > 0)),
         ]
-        state, metrics0 = self._init(keys, hparams, arrays)
+        state, metrics0, tracked0 = self._init(keys, hparams, arrays)
         history = [to_host(metrics0)[:num_runs, None, :]]
+        tracked = {name: [to_host(v)[:num_runs, None]] for name, v in tracked0.items()}
         steps = [np.zeros((num_runs, 1), np.int64)]
         timings["init_s"] = time.perf_counter() - start
         for chunk in range(self.num_chunks):
             start = time.perf_counter()
-            state, metrics, chunk_steps = chunk_fn(state, keys, hparams, arrays)
+            state, metrics, chunk_steps, chunk_tracked = chunk_fn(state, keys, hparams, arrays)
             history.append(to_host(metrics)[:num_runs])
+            for name, values in chunk_tracked.items():
+                tracked[name].append(to_host(values)[:num_runs])
             steps.append(to_host(chunk_steps)[:num_runs].astype(np.int64))
             # The first chunk includes compilation; later chunks are pure run time.
             timings["first_chunk_s" if chunk == 0 else "run_s"] += time.perf_counter() - start
@@ -350,6 +391,7 @@ class Cohort:
                 steps=np.concatenate(steps, axis=1),
                 eval_epochs=eval_epochs,
                 timings=timings,
+                tracked={name: np.concatenate(v, axis=1) for name, v in tracked.items()},
             ),
         }
 
@@ -369,13 +411,15 @@ class Cohort:
 
 @dataclass
 class CohortResult:
-    """Host arrays of a finished cohort. ``history``: (runs, evaluations, METRICS)."""
+    """Host arrays of a finished cohort. ``history``: (runs, evaluations, METRICS);
+    ``tracked``: name → (runs, evaluations), e.g. ``"sharpness"`` (empty when off)."""
 
     state: dict
     history: np.ndarray
     steps: np.ndarray
     eval_epochs: np.ndarray
     timings: dict
+    tracked: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -412,6 +456,11 @@ def estimate_memory(spec: CohortSpec, data: Dataset) -> MemoryEstimate:
     # gradients themselves; an evaluation chunk; the epoch's permutation.
     step = 3 * 4 * per_example * spec.batch_size + 4 * num_params
     evaluation = 4 * per_example * min(EVAL_CHUNK, len(data.y_test))
+    if spec.track_sharpness:
+        # Lanczos basis and work vectors; an HVP's primal and tangent activations and
+        # their gradients on the tracked examples.
+        tracking = 4 * (TRACK_LANCZOS_ITERS + 4) * num_params
+        evaluation = max(evaluation, tracking + 4 * 4 * per_example * spec.track_sharpness)
     work = max(step, evaluation) + 8 * len(data.y_train)
     return MemoryEstimate(state=state, work=work)
 

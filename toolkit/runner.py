@@ -418,6 +418,8 @@ def _rows(name, cohort: Cohort, runs, result: CohortResult, measures: dict):
                     "epoch": int(result.eval_epochs[e]),
                     "step": int(result.steps[r, e]),
                     **{m: float(hist[e, i]) for i, m in enumerate(METRICS)},
+                    # Tracked per-evaluation values (e.g. sharpness): columns only when on.
+                    **{name: float(v[r, e]) for name, v in result.tracked.items()},
                 }
             )
     return pd.DataFrame(summary_rows), pd.DataFrame(history_rows)

@@ -1,0 +1,681 @@
+"""The learning rate: a U-shaped sweep, and full-batch GD at the edge of stability (C04).
+
+Command: ``toolkit run exp_learning_rate --seeds 10``
+
+Three arms, each one vmapped cohort (the learning rate rides the run axis, so every
+learning rate × seed of an arm is ONE compiled program); all use plain SGD / GD
+(momentum 0: the 2/lr stability bound of GD is for momentum 0).
+
+- ``sweep`` (C04 as the article states it): an MLP 40-100-100-10 (ReLU, 15k
+  parameters) trained with minibatch SGD (batch 100, cross-entropy) on MNIST-1D
+  (4,000 train) for a fixed budget of 1,200 steps = 30 epochs (evaluated every 3
+  epochs), at 11 learning rates on a half-decade log grid from 1e-4 to 10 (5 orders of
+  magnitude). Runs that go non-finite (or past a loss of 1e4) are flagged ``diverged``
+  by the engine, frozen at their last finite parameters and plotted as diverged, never
+  dropped.
+- ``eos`` (Cohen et al. 2021, beyond the article): full-batch gradient descent (one
+  step = one epoch) with MSE (0.5·‖f(x) − onehot‖², Cohen's loss) on real MNIST digits
+  (``mnist5k``: 3,000 train), MLP 784-32-32-32-10 (ReLU, 27.5k parameters), at
+  lr ∈ {0.05, 0.1, 0.2} for 300 steps (300 epochs). The top Hessian eigenvalue λ_max of
+  the training loss on all 3,000 training examples is tracked every k = 30 steps (one
+  evaluation every 30 epochs; ``track_sharpness``: Lanczos, 20 iterations, fixed
+  start key), step 0 included.
+- ``threshold``: the same GD setting for 100 steps at lr ∈ {0.1, 0.2, …, 3.2} (factor
+  2), to place each seed's divergence threshold against 2/λ_max at init (λ_max at
+  step 0 and step 100). Runs whose ReLUs all die (train accuracy < 20%: a constant
+  predictor) are counted as ``collapsed``, not as diverged.
+
+MSE, not cross-entropy, for the edge of stability: with cross-entropy the sharpness
+falls late in training as the loss → 0 (Cohen et al., science notes Claim 6), which
+would confound "hovers at 2/lr" with "the loss saturated"; MSE is Cohen's main setting.
+The architecture, the GD learning rates and the step budget were chosen from one
+calibration seed (not one of the 10) so that λ_max(init) ≈ 13–20 lies between 2/lr
+of the largest and the smallest eos rate.
+
+Verdicts (C04); rules and bands fixed before the first full run:
+
+- U shape: per seed, the lr with the lowest final train loss (diverged = +∞) is
+  interior to the grid and both grid ends are ≥ 0.1 nats worse (diverged counts as
+  worse); statistic: fraction of seeds, supported if its CI lies above 0.5.
+- Too small is slow: final train loss at the smallest lr minus at the best lr (lowest
+  seed-mean among lrs with no diverged run), paired by seed, > 0.1 nats.
+- Too large overshoots or diverges: fraction of seeds whose largest-lr run diverged or
+  ended ≥ 0.1 nats above the best lr, CI above 0.5.
+- Edge of stability, per eos lr: the mean of λ_max·lr/2 over the last quarter of the
+  steps (evaluations after step 225) lies in the band [0.8, 1.2], i.e. within ±20% of
+  2/lr ("within", tolerance 0.2). Tested for lrs where at least half the seeds reached
+  λ_max ≥ 0.9·2/lr before the last quarter; otherwise the row is inconclusive (the edge
+  was not reached within the budget, which tests nothing).
+- Progressive sharpening, at eos lrs with 2/lr ≥ 2 × mean λ_max(init): log of the
+  last-quarter mean λ_max over λ_max at init, > ln 1.25 (a rise of at least 25%).
+- Divergence threshold: per seed, the geometric midpoint between the first diverging
+  lr and the lr below it, times λ_max(init)/2; hypothesis (the quadratic model's
+  prediction, science notes Claim 6): within a factor 2 of 1 (|log₂ ratio| < 1). Seeds
+  with no diverging lr count at the largest lr (a lower bound) and are reported.
+
+Cost: default profile (10 seeds; 110 sweep, 30 eos and 60 threshold runs; 3 cohorts;
+132,000 + 9,000 + 6,000 run-steps): 6 min 35 s wall on the 2-core CPU shared with other
+jobs (load average ≈ 5) and 4 min 44 s of CPU time, which bounds the wall time when
+alone. Of the wall time, the eos cohort took 3.6 min (sharpness tracking an estimated
+half of it) and compiling the three cohorts ≈ 1.5 min. A first run with 1,000 sweep
+steps, 400 eos steps at k = 25 and λ_max every 25 threshold steps took 10.6 min under a
+load of ≈ 7; the budgets were then cut for time, the verdict rules unchanged. Paper
+profile (20 seeds, quarter-decade sweep of 2,000 steps, 7 eos rates for 3,000 steps at
+k = 20, a √2 threshold grid of 200 steps): sized for about a minute on one H200 (not
+yet run there).
+Quick profile: seconds of training; ≈ 50 s in all under that load (three compilations).
+
+Expected (science notes Claim 6; Cohen et al. 2021): final loss U-shaped in lr
+(1e-4 barely moves in 1,200 steps; the largest rates diverge); under GD, λ_max rises
+while below 2/lr and then hovers just above 2/lr; GD survives learning rates beyond
+2/λ_max(init) (the sharpness first drops: catapult), so the threshold ratio may
+exceed 1.
+
+Result (default, 10 seeds): U shape in every seed (best lr 1; lr 10 diverged in all
+10); λ_max settles at 0.98 [0.94, 1.01] × 2/lr (lr 0.1) and 0.99 [0.97, 1.00] × 2/lr
+(lr 0.2); at lr 0.05 it rises 1.9× (14 → 25) without reaching 2/lr = 40 in 300 steps;
+GD first diverges at 2^2.8 ≈ 7× [5×, 9×] 2/λ_max(init), far beyond the factor-2
+band (contradicted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import matplotlib.pyplot as plt
+import matplotlib.transforms as mtransforms
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from toolkit import data as datasets
+from toolkit import figures as fig
+from toolkit.data import steps_per_epoch
+from toolkit.engine import CohortSpec
+from toolkit.results import ResultsFolder
+from toolkit.spec import RunConfig, SpecError
+from toolkit.stats import bootstrap_ci, seed_verdict, verdict_row
+
+CLAIMS = ("C04",)
+CLAIM_FIGURES = {"C04": "final_loss_vs_lr"}
+ARMS = ("sweep", "eos", "threshold")
+U_MARGIN = 0.1  # nats: "worse" at a grid end, and the smallest effect of the slow arm
+EOS_BAND = 0.2  # λ_max·lr/2 within [1 − 0.2, 1 + 0.2] over the last quarter
+EOS_REACHED = 0.9  # "reached the edge": λ_max·lr/2 ≥ 0.9 before the last quarter
+LAST_FRACTION = 0.25  # the last quarter of the steps
+SHARPENING = math.log(1.25)  # smallest rise of λ_max that counts as progressive sharpening
+COLLAPSED_ACC = 0.2  # train accuracy below this (not diverged): the network died
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    # scientific: the factor under study
+    learning_rate: float = 0.1
+    # scientific: the protocol a run belongs to ("sweep", "eos" or "threshold")
+    arm: str = "sweep"
+    dataset: str = "mnist1d"  # set per arm by the grid: mnist1d (sweep), mnist5k (GD arms)
+    # fixed: the protocol
+    model: str = "mlp"
+    activation: str = "relu"
+    optimizer: str = "sgd"
+    momentum: float = 0.0  # plain SGD and GD
+    sweep_widths: tuple[int, ...] = (100, 100)
+    sweep_loss: str = "ce"
+    sweep_batch: int = 100
+    sweep_steps: int = 1200  # fixed step budget (30 epochs of 40 steps on MNIST-1D)
+    sweep_history: int = 10  # evaluations per sweep run (every 3 epochs = 120 steps)
+    gd_widths: tuple[int, ...] = (32, 32, 32)
+    gd_loss: str = "mse"
+    eos_steps: int = 300  # full-batch steps = epochs
+    threshold_steps: int = 100  # evaluated (λ_max too) at init and at the end only
+    sharpness_every: int = 30  # k: λ_max every k steps (one evaluation) in the eos arm
+    sharpness_examples: int = 3000  # λ_max on the first N train examples (all of mnist5k)
+
+    DERIVED: ClassVar[dict[str, str]] = {
+        name: "set the arm's own field (sweep_*, gd_*, eos_steps, threshold_steps, sharpness_*)"
+        for name in (
+            "widths",
+            "loss",
+            "batch_size",
+            "epochs",
+            "history_points",
+            "track_sharpness",
+        )
+    }
+
+    def cohort_spec(self) -> CohortSpec:
+        base = super().cohort_spec()
+        num_train = len(datasets.load(self.dataset).y_train)
+        if self.arm == "sweep":
+            per_epoch = steps_per_epoch(num_train, self.sweep_batch)
+            if self.sweep_steps % per_epoch:
+                raise SpecError(f"sweep_steps must be a multiple of {per_epoch} (one epoch)")
+            return dataclasses.replace(
+                base,
+                widths=tuple(self.sweep_widths),
+                loss=self.sweep_loss,
+                batch_size=self.sweep_batch,
+                epochs=self.sweep_steps // per_epoch,
+                history_points=self.sweep_history,
+                track_sharpness=0,
+            )
+        if self.arm not in ARMS:
+            raise SpecError(f"arm must be one of {ARMS}, got {self.arm!r}")
+        steps = self.eos_steps if self.arm == "eos" else self.threshold_steps
+        if self.arm == "eos" and steps % self.sharpness_every:
+            raise SpecError("eos_steps must be a multiple of sharpness_every")
+        return dataclasses.replace(
+            base,
+            widths=tuple(self.gd_widths),
+            loss=self.gd_loss,
+            batch_size=num_train,  # full batch: one step per epoch
+            epochs=steps,
+            history_points=steps // self.sharpness_every if self.arm == "eos" else 1,
+            track_sharpness=min(self.sharpness_examples, num_train),
+        )
+
+
+def grid(sweep: list[float], eos: list[float], threshold: list[float]) -> list[dict]:
+    """Grid points: each arm with its dataset and its learning rates."""
+    points = [{"arm": "sweep", "dataset": "mnist1d", "learning_rate": lr} for lr in sweep]
+    points += [{"arm": "eos", "dataset": "mnist5k", "learning_rate": lr} for lr in eos]
+    points += [{"arm": "threshold", "dataset": "mnist5k", "learning_rate": lr} for lr in threshold]
+    return points
+
+
+def half_decades(low: int, high: int, per_decade: int = 2) -> list[float]:
+    """A log grid from 10^low to 10^high, rounded to 3 significant digits."""
+    exponents = np.linspace(low, high, (high - low) * per_decade + 1)
+    return [float(f"{10.0**e:.3g}") for e in exponents]
+
+
+SWEEP_LRS = half_decades(-4, 1)  # 1e-4 … 10, 11 rates
+EOS_LRS = [0.05, 0.1, 0.2]
+THRESHOLD_LRS = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
+GRID = grid(SWEEP_LRS, EOS_LRS, THRESHOLD_LRS)
+
+PROFILES = {
+    "quick": {
+        "seeds": 2,
+        "sweep_widths": (16,),
+        "sweep_steps": 80,
+        "sweep_history": 4,
+        "gd_widths": (8,),
+        "eos_steps": 20,
+        "threshold_steps": 10,
+        "sharpness_every": 5,
+        "sharpness_examples": 500,
+        "grid": grid([1e-3, 0.1, 10.0], [0.05, 0.2], [0.4, 3.2]),
+    },
+    "default": {"seeds": 10},
+    "paper": {
+        "seeds": 20,
+        "sweep_steps": 2000,
+        "sweep_history": 50,
+        "eos_steps": 3000,
+        "threshold_steps": 200,
+        "sharpness_every": 20,
+        "grid": grid(
+            half_decades(-4, 1, per_decade=4),
+            [0.025, 0.035, 0.05, 0.07, 0.1, 0.14, 0.2],
+            [round(0.1 * 2 ** (i / 2), 3) for i in range(13)],
+        ),
+    },
+}
+
+
+# ----- analysis ----------------------------------------------------------------------
+def _summary(results: ResultsFolder) -> pd.DataFrame:
+    frame = results.summary().copy()
+    frame["diverged"] = frame["diverged"].astype(bool)
+    frame["collapsed"] = ~frame["diverged"] & (frame["final_train_acc"] < COLLAPSED_ACC)
+    return frame
+
+
+def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Final train loss, seeds × learning rates, with diverged runs as +∞."""
+    part = summary[summary["arm"] == "sweep"]
+    loss = part["final_train_loss"].where(~part["diverged"], np.inf)
+    return part.assign(loss=loss).pivot_table(
+        index="seed", columns="learning_rate", values="loss", aggfunc="first"
+    )
+
+
+def best_lr(table: pd.DataFrame) -> float:
+    """The learning rate with the lowest seed-mean final loss among those with no
+    diverged run."""
+    means = table.replace(np.inf, np.nan).mean()
+    means[np.isinf(table).any()] = np.nan
+    return float(means.idxmin())
+
+
+def u_shaped(table: pd.DataFrame) -> pd.Series:
+    """Per seed: minimum interior, and both grid ends ≥ U_MARGIN worse (∞ counts)."""
+    values = table.to_numpy(float)
+    out = []
+    for row in values:
+        if np.isnan(row).any() or np.isinf(row).all():
+            out.append(0.0)
+            continue
+        best = int(np.argmin(row))
+        interior = 0 < best < len(row) - 1
+        ends = row[0] - row[best] >= U_MARGIN and row[-1] - row[best] >= U_MARGIN
+        out.append(float(interior and ends))
+    return pd.Series(out, index=table.index)
+
+
+def eos_runs(results: ResultsFolder, summary: pd.DataFrame, arm: str = "eos") -> pd.DataFrame:
+    """Per GD run: λ_max at init, the last-quarter mean of λ_max·lr/2, whether it reached
+    the edge before the last quarter, and its outcome."""
+    history = results.history()
+    if "sharpness" not in history:
+        return pd.DataFrame()
+    runs = summary[summary["arm"] == arm].set_index("run_id")
+    part = history[history["run_id"].isin(runs.index)]
+    rows = []
+    for run_id, h in part.groupby("run_id"):
+        h = h.sort_values("epoch")
+        lr = float(runs.loc[run_id, "learning_rate"])
+        epochs = int(runs.loc[run_id, "epochs"])
+        ratio = h["sharpness"].to_numpy() * lr / 2
+        late = h["epoch"].to_numpy() > (1 - LAST_FRACTION) * epochs
+        early = ~late
+        rows.append(
+            {
+                "run_id": run_id,
+                "seed": int(runs.loc[run_id, "seed"]),
+                "learning_rate": lr,
+                "lambda_init": float(h["sharpness"].iloc[0]),
+                "late_ratio": float(np.mean(ratio[late])) if late.any() else np.nan,
+                "late_lambda": float(np.mean(h["sharpness"].to_numpy()[late]))
+                if late.any()
+                else np.nan,
+                "reached": bool(np.nanmax(ratio[early]) >= EOS_REACHED) if early.any() else False,
+                "diverged": bool(runs.loc[run_id, "diverged"]),
+                "collapsed": bool(runs.loc[run_id, "collapsed"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def thresholds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per seed: divergence threshold (geometric midpoint), its ratio to 2/λ_max(init),
+    and whether it is censored (no diverging lr in the grid: the largest lr, a bound)."""
+    rows = []
+    for seed, part in runs.groupby("seed"):
+        part = part.sort_values("learning_rate")
+        lrs = part["learning_rate"].to_numpy()
+        failed = part["diverged"].to_numpy()
+        lam0 = float(part["lambda_init"].iloc[0])
+        if failed.any():
+            first = int(np.argmax(failed))
+            below = lrs[first - 1] if first > 0 else lrs[0] / 2
+            threshold, censored = math.sqrt(below * lrs[first]), False
+        else:
+            threshold, censored = float(lrs[-1]), True
+        rows.append(
+            {
+                "seed": seed,
+                "threshold": threshold,
+                "lambda_init": lam0,
+                "ratio": threshold * lam0 / 2,
+                "censored": censored,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def analyze(results: ResultsFolder) -> list[dict]:
+    summary = _summary(results)
+    rows = _sweep_rows(summary, results.history())
+    eos = eos_runs(results, summary, "eos")
+    if not eos.empty:
+        rows += _eos_rows(eos)
+    threshold = eos_runs(results, summary, "threshold")
+    if not threshold.empty:
+        rows.append(_threshold_row(threshold))
+    return rows
+
+
+def _sweep_rows(summary: pd.DataFrame, history: pd.DataFrame) -> list[dict]:
+    table = sweep_table(summary)
+    if table.shape[1] < 3:
+        return []
+    lrs = list(table.columns)
+    n = len(table)
+    sweep = summary[summary["arm"] == "sweep"]
+    diverged = sweep.groupby("learning_rate")["diverged"].sum()
+    diverged_text = ", ".join(f"{int(k)}/{n} at lr {lr:g}" for lr, k in diverged.items() if k)
+    best = best_lr(table)
+    span = f"{lrs[0]:g}–{lrs[-1]:g} ({math.log10(lrs[-1] / lrs[0]):.0f} orders of magnitude)"
+    rows = [
+        seed_verdict(
+            "C04",
+            "Final train loss after a fixed step budget is U-shaped in the learning rate",
+            "fraction of seeds whose loss minimum is interior with both grid ends ≥ 0.1 worse",
+            u_shaped(table),
+            "greater",
+            f"U shape over lr {span} in {{estimate:.0%}} of seeds [{{low:.0%}}, {{high:.0%}}]; "
+            f"best lr {best:g}; diverged (flagged, frozen, kept): {diverged_text or 'none'}.",
+            smallest_effect=0.5,
+            condition="sweep",
+        )
+    ]
+    finite = table.replace(np.inf, np.nan)
+    slow = finite[lrs[0]] - finite[best]
+    rows.append(
+        seed_verdict(
+            "C04",
+            "Too small a learning rate is slow: higher loss after the same number of steps",
+            f"final train loss at lr {lrs[0]:g} minus at the best lr {best:g} (paired)",
+            slow,
+            "greater",
+            f"At lr {lrs[0]:g} the train loss is {{estimate:.2f}} nats [{{low:.2f}}, {{high:.2f}}] "
+            f"above lr {best:g} ({finite[lrs[0]].mean():.3f} vs {finite[best].mean():.3f}) after the "
+            "same steps.",
+            smallest_effect=U_MARGIN,
+            condition="sweep",
+        )
+    )
+    top = table[lrs[-1]]
+    failed = (top - finite[best] >= U_MARGIN) | np.isinf(top)
+    rows.append(
+        seed_verdict(
+            "C04",
+            "Too large a learning rate overshoots or diverges",
+            f"fraction of seeds whose lr {lrs[-1]:g} run diverged or ended ≥ 0.1 above the best lr",
+            failed.astype(float),
+            "greater",
+            f"At lr {lrs[-1]:g}: {int(np.isinf(top).sum())}/{n} diverged, {{estimate:.0%}} of "
+            f"seeds [{{low:.0%}}, {{high:.0%}}] failed; {_bounces(sweep, history, best)}.",
+            smallest_effect=0.5,
+            condition="sweep",
+        )
+    )
+    return rows
+
+
+def _bounces(sweep: pd.DataFrame, history: pd.DataFrame, best: float) -> str:
+    """How often the train loss rose between evaluations ("bounces"), at the largest lr
+    with no diverged run vs at the best lr."""
+    stable = sweep.groupby("learning_rate")["diverged"].sum()
+    largest = float(stable[stable == 0].index.max())
+    return (
+        f"the train loss rose between evaluations in {_rise_fraction(sweep, history, largest):.0%}"
+        f" of intervals at lr {largest:g} (the largest lr with no divergence) vs "
+        f"{_rise_fraction(sweep, history, best):.0%} at lr {best:g}"
+    )
+
+
+def _rise_fraction(sweep: pd.DataFrame, history: pd.DataFrame, lr: float) -> float:
+    runs = sweep.loc[sweep["learning_rate"] == lr, "run_id"]
+    part = history[history["run_id"].isin(runs)].sort_values(["run_id", "epoch"])
+    rises = part.groupby("run_id")["train_loss"].diff().dropna()
+    return float((rises > 0).mean()) if len(rises) else float("nan")
+
+
+def _eos_rows(eos: pd.DataFrame) -> list[dict]:
+    rows = []
+    stable = eos[~eos["diverged"]]
+    lam0 = float(stable.groupby("seed")["lambda_init"].first().mean())
+    for lr, part in stable.groupby("learning_rate"):
+        n = part["seed"].nunique()
+        reached = float(part["reached"].mean())
+        edge = 2 / lr
+        condition = f"GD lr {lr:g} (2/lr = {edge:.3g})"
+        values = part.sort_values("seed")["late_ratio"] - 1
+        if reached >= 0.5:
+            rows.append(
+                seed_verdict(
+                    "C04",
+                    "Full-batch GD: λ_max settles within [0.8, 1.2]·2/lr (edge of stability)",
+                    "last-quarter mean of λ_max·lr/2, minus 1",
+                    values,
+                    "within",
+                    f"λ_max·lr/2 over the last quarter = 1 {{estimate:+.3f}} "
+                    f"[{{low:+.3f}}, {{high:+.3f}}] (band ±{EOS_BAND}); {reached:.0%} of {n} "
+                    f"seeds reached 0.9·2/lr before it; λ_max(init) {part['lambda_init'].mean():.1f} "
+                    f"vs 2/lr = {edge:.3g}.",
+                    smallest_effect=EOS_BAND,
+                    condition=condition,
+                )
+            )
+        else:
+            estimate, low, high = bootstrap_ci(values.to_numpy())
+            row = verdict_row(
+                "C04",
+                "Full-batch GD: λ_max settles within [0.8, 1.2]·2/lr (edge of stability)",
+                "last-quarter mean of λ_max·lr/2, minus 1",
+                estimate,
+                low,
+                high,
+                n,
+                "within",
+                f"Not tested: only {reached:.0%} of {n} seeds reached 0.9·2/lr before the last "
+                f"quarter (λ_max ends at {part['late_lambda'].mean():.1f} vs 2/lr = {edge:.3g}); "
+                "the edge was not reached within the step budget.",
+                smallest_effect=EOS_BAND,
+                condition=condition,
+            )
+            row["verdict"] = "inconclusive"
+            rows.append(row)
+        if edge >= 2 * lam0:
+            rise = np.log(part.sort_values("seed")["late_lambda"] / part["lambda_init"])
+            rows.append(
+                seed_verdict(
+                    "C04",
+                    "Full-batch GD below the edge: λ_max rises (progressive sharpening)",
+                    "log(last-quarter mean λ_max / λ_max at init)",
+                    rise.to_numpy(),
+                    "greater",
+                    f"λ_max rose by a factor e^{{estimate:.2f}} [e^{{low:.2f}}, e^{{high:.2f}}] "
+                    f"(from {part['lambda_init'].mean():.1f} to {part['late_lambda'].mean():.1f}; "
+                    f"2/lr = {edge:.3g}).",
+                    smallest_effect=SHARPENING,
+                    condition=condition,
+                )
+            )
+    return rows
+
+
+def _threshold_row(runs: pd.DataFrame) -> dict:
+    table = thresholds(runs)
+    censored = int(table["censored"].sum())
+    collapsed = runs[runs["collapsed"]].groupby("learning_rate")["seed"].count()
+    collapsed_text = ", ".join(f"{k} at lr {lr:g}" for lr, k in collapsed.items()) or "none"
+    return seed_verdict(
+        "C04",
+        "Full-batch GD diverges at about 2/λ_max(init) (within a factor 2)",
+        "log2(divergence threshold · λ_max(init) / 2)",
+        np.log2(table["ratio"].to_numpy()),
+        "within",
+        "Divergence threshold = 2^{estimate:.2f} [2^{low:.2f}, 2^{high:.2f}] × 2/λ_max(init) "
+        f"(λ_max(init) {table['lambda_init'].mean():.1f}, so 2/λ_max(init) ≈ "
+        f"{2 / table['lambda_init'].mean():.3f}; threshold {table['threshold'].median():.3g} "
+        f"median); {censored} seeds never diverged (counted at the largest lr); collapsed "
+        f"(dead ReLUs, not diverged): {collapsed_text}.",
+        smallest_effect=1.0,
+        condition="GD divergence threshold",
+    )
+
+
+# ----- figures ---------------------------------------------------------------------------
+def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
+    fig.style()
+    summary = _summary(results)
+    history = results.history()
+    paths = []
+    sweep = summary[summary["arm"] == "sweep"]
+    if not sweep.empty:
+        paths.append(_final_loss_figure(sweep, out_dir))
+        paths.append(_curves_figure(sweep, history, out_dir))
+    eos = summary[summary["arm"] == "eos"]
+    if not eos.empty and "sharpness" in history:
+        paths.append(_sharpness_figure(eos, history, out_dir))
+    threshold = eos_runs(results, summary, "threshold")
+    if not threshold.empty:
+        steps = int(summary.loc[summary["arm"] == "threshold", "epochs"].max())
+        paths.append(_threshold_figure(threshold, steps, out_dir))
+    return paths
+
+
+def _final_loss_figure(sweep: pd.DataFrame, out_dir: Path) -> Path:
+    n = fig.n_seeds(sweep)
+    figure, ax = plt.subplots(figsize=(5.2, 3.6))
+    healthy = sweep[~sweep["diverged"]]
+    for column, label, color in (
+        ("final_train_loss", "train loss", "C0"),
+        ("final_test_loss", "test loss", "C1"),
+    ):
+        fig.band(ax, healthy, "learning_rate", column, color=color, label=label, marker="o", ms=3)
+    ax.scatter(
+        healthy["learning_rate"], healthy["final_train_loss"], s=5, color="C0", alpha=0.35, lw=0
+    )
+    top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    counts = sweep.groupby("learning_rate")["diverged"].agg(["sum", "count"])
+    for lr, (k, total) in counts.iterrows():
+        if k:
+            ax.scatter([lr], [0.95], marker="x", color="C3", s=40, transform=top, zorder=5)
+            ax.text(
+                lr,
+                0.88,
+                f"{int(k)}/{int(total)}\ndiverged",
+                transform=top,
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="C3",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    lrs = sweep["learning_rate"]
+    ax.set_xlim(lrs.min() / 2, lrs.max() * 2)  # the diverged marks do not set the limits
+    ax.set_xlabel("learning rate (SGD, batch 100)")
+    ax.set_ylabel("loss after the fixed budget")
+    steps = int(sweep["steps"].max())
+    epochs = int(sweep["epochs"].max())
+    ax.set_title(
+        f"MNIST-1D MLP, {steps:,} steps ({epochs} epochs): final loss vs lr\n"
+        f"{fig.BAND_NOTE}, n = {n}; dots: train loss per seed; × diverged runs",
+        fontsize=9,
+    )
+    ax.legend(loc="lower left")
+    return fig.save(figure, out_dir, "final_loss_vs_lr")
+
+
+def _curves_figure(sweep: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> Path:
+    n = fig.n_seeds(sweep)
+    part = history[history["run_id"].isin(sweep["run_id"])]
+    diverged = set(sweep.loc[sweep["diverged"], "run_id"])
+    lrs = sorted(sweep["learning_rate"].unique())
+    colors = [tuple(c) for c in plt.get_cmap("turbo")(np.linspace(0.05, 0.95, len(lrs)))]
+    figure, ax = plt.subplots(figsize=(6.4, 4.0))
+    for color, lr in zip(colors, lrs):
+        runs = part[part["learning_rate"] == lr]
+        healthy = runs[~runs["run_id"].isin(diverged)]
+        k = runs.loc[runs["run_id"].isin(diverged), "run_id"].nunique()
+        label = f"lr {lr:g}" + (f" ({k}/{runs['run_id'].nunique()} diverged)" if k else "")
+        if not healthy.empty:
+            fig.band(ax, healthy, "step", "train_loss", color=color, label=label)
+            label = None
+        for _, run in runs[runs["run_id"].isin(diverged)].groupby("run_id"):
+            until = run[run["step"] < run["step"].max()]
+            stop = run[run["step"] == run["step"].max()].iloc[:1]
+            ax.plot(until["step"], until["train_loss"], color=color, ls=":", lw=0.8, label=label)
+            ax.scatter(stop["step"], stop["train_loss"], marker="x", color=color, s=40, zorder=5)
+            label = None
+    ax.set_yscale("log")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("train loss (cross-entropy)")
+    ax.set_title(
+        f"Loss curves per learning rate ({fig.BAND_NOTE}, n = {n});\n"
+        "dotted: diverged runs up to their last finite state (×)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=6.5, ncol=2, loc="lower left")
+    return fig.save(figure, out_dir, "loss_curves")
+
+
+def _sharpness_figure(eos: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> Path:
+    healthy = eos[~eos["diverged"]]
+    n = fig.n_seeds(healthy)
+    part = history[history["run_id"].isin(healthy["run_id"])]
+    lrs = sorted(healthy["learning_rate"].unique())
+    colors = sns.color_palette("colorblind", len(lrs))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    for color, lr in zip(colors, lrs):
+        runs = part[part["learning_rate"] == lr]
+        for _, run in runs.groupby("run_id"):
+            left.plot(run["step"], run["sharpness"], color=color, lw=0.5, alpha=0.3)
+        fig.band(left, runs, "step", "sharpness", color=color, label=f"lr {lr:g}")
+        left.axhline(2 / lr, color=color, ls="--", lw=1.2)
+        left.text(
+            part["step"].max(),
+            2 / lr,
+            f"2/lr = {2 / lr:.3g}",
+            color=color,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+        )
+        fig.band(right, runs, "step", "train_loss", color=color, label=f"lr {lr:g}")
+    steps = int(healthy["steps"].max())
+    k = int(np.diff(np.sort(part["step"].unique()))[0]) if part["step"].nunique() > 1 else 0
+    left.set_xlabel("GD step (full batch)")
+    left.set_ylabel("top Hessian eigenvalue λ_max")
+    left.set_title(f"Sharpness every {k} steps; dashed: 2/lr", fontsize=9)
+    left.legend(loc="upper left")
+    right.set_yscale("log")
+    right.set_xlabel("GD step (full batch)")
+    right.set_ylabel("train loss (MSE)")
+    right.set_title("Training loss", fontsize=9)
+    figure.suptitle(
+        f"Edge of stability: MNIST-5k (3,000 train), MLP, {steps} GD steps "
+        f"({fig.BAND_NOTE}, thin lines: seeds; n = {n})",
+        fontsize=9,
+    )
+    return fig.save(figure, out_dir, "sharpness_vs_step")
+
+
+def _threshold_figure(runs: pd.DataFrame, steps: int, out_dir: Path) -> Path:
+    n = runs["seed"].nunique()
+    runs = runs.assign(init_ratio=runs["learning_rate"] * runs["lambda_init"] / 2)
+    outcome = np.where(
+        runs["diverged"], "diverged", np.where(runs["collapsed"], "collapsed", "did not diverge")
+    )
+    runs = runs.assign(outcome=outcome)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    styles = {"did not diverge": ("o", "C0"), "collapsed": ("s", "C7"), "diverged": ("x", "C3")}
+    lrs = sorted(runs["learning_rate"].unique())
+    jitter = {lr: i for i, lr in enumerate(lrs)}
+    for name, (marker, color) in styles.items():
+        part = runs[runs["outcome"] == name]
+        if part.empty:
+            continue
+        y = part["learning_rate"].map(jitter) + (part["seed"] - n / 2) * 0.03
+        left.scatter(part["init_ratio"], y, marker=marker, color=color, s=18, label=name)
+        kept = part[part["outcome"] != "diverged"]
+        right.scatter(
+            kept["init_ratio"], kept["late_ratio"], marker=marker, color=color, s=18, label=name
+        )
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="k", ls="--", lw=1)
+        ax.set_xlabel("lr · λ_max(init) / 2   (1 = the classical bound 2/λ_max(init))")
+    left.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+    left.set_ylabel("learning rate (one mark per seed)")
+    left.set_title(f"Outcome after {steps} steps", fontsize=9)
+    left.legend(fontsize=7)
+    right.axhline(1.0, color="k", ls=":", lw=1)
+    right.set_yscale("log")
+    right.set_ylabel("λ_max · lr / 2 at the end (last quarter)")
+    right.set_title("Sharpness at the end of the runs that did not diverge", fontsize=9)
+    figure.suptitle(
+        f"Divergence threshold vs 2/λ_max at init (GD, MNIST-5k, {steps} steps; n = {n} seeds)",
+        fontsize=9,
+    )
+    return fig.save(figure, out_dir, "divergence_threshold")
