@@ -144,6 +144,11 @@ def test_choose_run_batch():
     assert choose_run_batch(estimate, 8, budget=8 * 10 + 8 * 100) is None
     assert choose_run_batch(estimate, 8, budget=8 * 10 + 3 * 100) == 3
     assert choose_run_batch(estimate, 8, budget=1) == 1  # never below one run at a time
+    # speed: convolutional cohorts run one run at a time on a CPU, vmapped on a GPU
+    roomy = 10**9
+    assert choose_run_batch(estimate, 8, roomy, model="cnn", platform="cpu") == 1
+    assert choose_run_batch(estimate, 8, roomy, model="cnn", platform="gpu") is None
+    assert choose_run_batch(estimate, 8, roomy, model="mlp", platform="cpu") is None
 
 
 def test_estimate_grows_with_batch_and_width():

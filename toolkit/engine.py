@@ -465,11 +465,24 @@ def estimate_memory(spec: CohortSpec, data: Dataset) -> MemoryEstimate:
     return MemoryEstimate(state=state, work=work)
 
 
-def choose_run_batch(estimate: MemoryEstimate, runs_per_device: int, budget: int) -> int | None:
-    """None when the whole cohort fits ``budget`` bytes per device, else the most runs
-    per device that fit at once (at least 1)."""
+def choose_run_batch(
+    estimate: MemoryEstimate,
+    runs_per_device: int,
+    budget: int,
+    model: str = "mlp",
+    platform: str = "gpu",
+) -> int | None:
+    """Runs computed at once per device: None (all, vmapped) or a group size.
+
+    Memory: the most runs that fit ``budget`` bytes per device (at least 1). Speed
+    (``benchmarks/bench_layout.py``): on a CPU, a vmapped convolution becomes a grouped
+    convolution that runs 1.6× slower than the same runs one at a time, so convolutional
+    cohorts run one run at a time there; MLPs (equal either way on a CPU) and every
+    cohort on a GPU (vmap 2.5–5× faster) are vmapped.
+    """
+    by_speed = 1 if platform == "cpu" and model != "mlp" and runs_per_device > 1 else None
     if estimate.cohort(runs_per_device) <= budget:
-        return None
+        return by_speed
     room = budget - runs_per_device * estimate.state
     return int(max(1, min(runs_per_device - 1, room // max(estimate.work, 1))))
 

@@ -246,7 +246,9 @@ def run_experiment(
         dataset = datasets.load(spec.dataset)
         estimate = estimate_memory(spec, dataset)
         per_device = run_axis.padded_size(len(cohort_runs)) // run_axis.num_devices
-        run_batch = choose_run_batch(estimate, per_device, budget)
+        run_batch = choose_run_batch(
+            estimate, per_device, budget, spec.model, run_axis.devices[0].platform
+        )
         cohort = Cohort(spec, dataset, run_axis, run_batch=run_batch)
         keys = run_keys(
             root_seed(experiment.name),
