@@ -55,7 +55,7 @@ def test_run_quick_then_figures(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "exp_nope"], "unknown experiment 'exp_nope'; available: exp_overfitting, "),
+        (["run", "exp_nope"], "unknown experiment 'exp_nope'; available: exp_fundamentals, "),
         (["run", "exp_overfitting", "--seeds", "0"], "--seeds must be a positive integer"),
         (["run", "exp_overfitting", "--seeds", "ten"], "--seeds must be a positive integer"),
         (["run", "exp_overfitting", "--set", "nope=1"], "unknown --set key 'nope'"),
