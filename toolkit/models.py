@@ -1,4 +1,4 @@
-"""Flax (linen) models: an MLP and the small 1-D CNN used on MNIST-1D.
+"""Flax (linen) models: an MLP, the small 1-D CNN used on MNIST-1D and a 2-D CNN.
 
 Dropout takes its rate as a call argument (an array under vmap, so the rate can be
 a per-run hyperparameter) and an explicit key; with ``key=None`` the model is in
@@ -8,6 +8,7 @@ evaluation mode and dropout is off. ``features`` returns every layer's activatio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -73,13 +74,51 @@ class CNN1D(nn.Module):
         return (logits, features) if return_features else logits
 
 
+class CNN2D(nn.Module):
+    """A 2-D counterpart of ConvBase for square images (MNIST): three 2-D convolutions
+    (stride 2, "SAME" padding), then a linear readout. Flat inputs of n² pixels are
+    read as n × n row-major images with one channel."""
+
+    channels: Sequence[int] = (8, 16, 32)
+    kernels: Sequence[int] = (5, 3, 3)
+    num_classes: int = 10
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, key=None, return_features=False):
+        act = ACTIVATIONS[self.activation]
+        if x.ndim == 2:
+            side = math.isqrt(x.shape[1])
+            if side * side != x.shape[1]:
+                raise ValueError(f"CNN2D needs square images; got {x.shape[1]} features")
+            h = x.reshape(x.shape[0], side, side, 1)
+        else:
+            h = x if x.ndim == 4 else x[..., None]
+        features = [h.reshape(h.shape[0], -1)]
+        keys = (
+            [None] * len(self.channels)
+            if key is None
+            else jax.random.split(key, len(self.channels))
+        )
+        for width, kernel, layer_key in zip(self.channels, self.kernels, keys):
+            h = act(nn.Conv(width, (kernel, kernel), strides=(2, 2), padding="SAME")(h))
+            features.append(h.reshape(h.shape[0], -1))
+            h = dropout(h, dropout_rate, layer_key)
+        logits = nn.Dense(self.num_classes)(h.reshape(h.shape[0], -1))
+        return (logits, features) if return_features else logits
+
+
 def build(
     kind: str, widths: Sequence[int], num_classes: int, activation: str = "relu"
 ) -> nn.Module:
-    """The model called ``kind`` ("mlp" or "cnn"); ``widths`` are hidden widths / channels."""
+    """The model called ``kind`` ("mlp", "cnn" or "cnn2d"); ``widths`` are hidden widths /
+    channels (the CNNs' kernels: 5, then 3 for every later layer)."""
     if kind == "mlp":
         return MLP(tuple(widths), num_classes, activation)
     if kind == "cnn":
         kernels = (5,) + (3,) * (len(widths) - 1)
         return CNN1D(tuple(widths), kernels, num_classes, activation)
-    raise ValueError(f"unknown model {kind!r}; use 'mlp' or 'cnn'")
+    if kind == "cnn2d":
+        kernels = (5,) + (3,) * (len(widths) - 1)
+        return CNN2D(tuple(widths), kernels, num_classes, activation)
+    raise ValueError(f"unknown model {kind!r}; use 'mlp', 'cnn' or 'cnn2d'")

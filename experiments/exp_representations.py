@@ -1,0 +1,745 @@
+"""Representations: linear probes by depth, first-layer filters and CKA over training (C09).
+
+Command: ``toolkit run exp_representations --seeds 10``
+
+Four settings, one cohort each: an MLP (3 hidden layers of 128, ReLU) and a 3-layer
+CNN on MNIST-1D (4,000 train / 1,000 val / 12,000 test; the CNN is MNIST-1D's
+ConvBase: 25 channels, kernels 5/3/3, stride 2) and on MNIST-5k (real 28×28 digits,
+3,000 / 500 / 1,500; the CNN is its 2-D counterpart ``cnn2d``: 8/16/32 channels,
+kernels 5×5/3×3/3×3, stride 2). All are trained with SGD + heavy-ball momentum 0.9,
+lr 0.05, batch 100: 24 epochs (960 steps) on MNIST-1D, 12 epochs (360 steps) on
+MNIST-5k. Plain SGD, not Adam: Adam moves every weight that gets any gradient by
+about the same step, which would spread the first-layer changes by construction.
+
+Measured per run, on the final parameters and on the run's initial parameters
+(rebuilt from its ``init`` key: the untrained network of the same architecture is
+the random baseline; a random network's layers are themselves random features, so
+no separate random-feature baseline is added):
+
+- Linear probes on every layer (input = layer 0, then each hidden layer; the logits
+  are not probed): multinomial logistic regression on the frozen activations of the
+  whole train split, scored on the test split, with one budget for every layer —
+  features standardized by train statistics, 300 full-batch Adam steps (lr 0.03)
+  from zero, L2 1e-3 (:mod:`toolkit.probes`). JAX rather than scikit-learn: the
+  probe is vmapped over runs and states (init, trained) and needs no new
+  dependency. Against 3,000 steps, 300 lose < 0.1 pp on the MNIST-1D layers and
+  0.6 pp on the widest MNIST layer (CNN layer 1, 1,568 features): a small bias in
+  favour of the narrower deeper layers there, well below the gains measured.
+- First-layer weights: every MLP unit's weights (28×28 images on MNIST, 40-long
+  profiles on MNIST-1D) and the CNN kernels, at init and trained (figures: units
+  0–15 and all kernels of seed 0). Localization of an MLP unit, fixed before any
+  run: the largest fraction of its squared weight mass ``Σw²`` inside one 7×7
+  window (MNIST; 1/16 of the image) or one window of 8 positions (MNIST-1D; 1/5), for
+  the trained weights, the initial ones and the change ``Δw``. The null for ``Δw`` is
+  a random unit spread over the pixels in proportion to the data: ``w = √var(x)·z``,
+  ``z ~ N(0, I)`` (1,000 draws). On MNIST the border pixels are always 0, get no
+  gradient and keep their initial weights, so ``Δw`` is the cleaner read-out.
+- Linear CKA (Gram form, first 500 test examples) between every pair of layers at
+  init and trained, and between each layer at epoch t and the same layer at the
+  end, at t = 0, T/12, T/2, T. Checkpoints come from the engine: in ``measure``
+  each checkpoint is the same runs (same keys and hyperparameters) trained for t
+  epochs, so the same trajectory stopped early; a grid factor over epochs would put
+  them in other cohorts, which a per-cohort ``measure`` cannot compare. The
+  checkpoint at T/2 reproduces the main run's train loss at that epoch exactly
+  (column ``checkpoint_loss_mismatch``: 0 in every run). Each checkpoint costs two
+  compilations, which is why there are two. "Settled" is normalized: progress
+  ``(CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T))``, since lower layers start closer to their
+  final form (they are nearer the shared input).
+
+Verdicts (per setting; the statistic is per seed, CIs bootstrap over seeds): the
+slope of probe test accuracy on layer index (pp per layer) after training (> 0),
+its increase over the same network at init (> 0), the slope at init (the article:
+no hierarchy before training, < 0); localization of trained vs initial weights and of
+``Δw`` vs the null (MLPs, > 0); the slope of settling progress on depth (< 0: lower
+layers settle first; Zeiler & Fergus, beyond the article).
+
+Cost: default profile (4 settings × 10 seeds = 40 runs, 4 cohorts, and 2 checkpoint
+trainings per cohort inside ``measure``) 4 min 51 s wall on the 2-core CPU under light
+load from other jobs (load average ~1.5; 474 s of CPU time at 162%; measured with
+``time toolkit run exp_representations --seeds 10``). The CNNs dominate (XLA's CPU
+convolutions under vmap are slow: 1-D CNN 15 s, 2-D CNN 26 s of training), then the
+compilations of the checkpoint cohorts and the probes (300 steps on 3,000–4,000
+examples × up to 1,568 features, 20 per layer). Paper profile (20 seeds, twice the
+epochs, CKA on 1,000 inputs): sized for one GPU, about a minute plus compilation (not
+measured here). Quick profile: tiny widths, 2 epochs, 2 seeds; ~2 min under load
+average 3–4 (16 small compilations).
+
+Expected (Alain & Bengio 2016; science notes): on MNIST-1D probe accuracy climbs
+steeply with depth from ~32% on the raw input; on MNIST the raw pixels are already
+~90% linearly separable, so the gain is a few pp. Random networks' layers are
+linearly probe-able too (random features), so part of any depth trend may exist at
+init. First-layer MNIST MLP weights should look like localized strokes or blobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from toolkit import figures as fig
+from toolkit import probes
+from toolkit.engine import HPARAMS, METRICS, Cohort, CohortSpec
+from toolkit.results import ResultsFolder
+from toolkit.spec import RunConfig, SpecError
+from toolkit.stats import seed_verdict
+
+CLAIMS = ("C09",)
+DATASET_NAMES = {"mnist1d": "MNIST-1D", "mnist5k": "MNIST-5k"}
+MODEL_NAMES = {"mlp": "MLP", "cnn": "CNN", "cnn2d": "CNN"}
+SETTINGS = [("mnist1d", "mlp"), ("mnist1d", "cnn"), ("mnist5k", "mlp"), ("mnist5k", "cnn2d")]
+NULL_DRAWS = 1000
+NULL_SEED = 9
+
+
+@dataclass(frozen=True)
+class Config(RunConfig):
+    # scientific: the setting (dataset × architecture)
+    dataset: str = "mnist1d"  # "mnist1d" or "mnist5k"
+    model: str = "mlp"  # "mlp", "cnn" (1-D, MNIST-1D) or "cnn2d" (2-D, MNIST-5k)
+    # fixed: the architectures
+    mlp_widths: tuple[int, ...] = (128, 128, 128)
+    cnn_channels: tuple[int, ...] = (25, 25, 25)  # MNIST-1D ConvBase
+    cnn2d_channels: tuple[int, ...] = (8, 16, 32)
+    # fixed: the training protocol
+    optimizer: str = "sgd"
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    batch_size: int = 100
+    epochs_mnist1d: int = 24
+    epochs_mnist5k: int = 12
+    history_points: int = 2  # evaluate at T/2 (checked against the checkpoint) and at T
+    # fixed: the measurement protocol
+    checkpoint_fractions: tuple[float, ...] = (1 / 12, 1 / 2)  # of the epochs
+    probe_steps: int = probes.PROBE_STEPS
+    probe_learning_rate: float = probes.PROBE_LEARNING_RATE
+    probe_l2: float = probes.PROBE_L2
+    cka_examples: int = 500  # the first test examples
+    filter_units: int = 16  # MLP units 0..n-1 of seed 0 kept for the filter figures
+    window_2d: int = 7  # localization window (MNIST): k × k pixels
+    window_1d: int = 8  # localization window (MNIST-1D): k positions
+
+    DERIVED: ClassVar[dict[str, str]] = {
+        "widths": "set mlp_widths, cnn_channels or cnn2d_channels instead",
+        "epochs": "set epochs_mnist1d or epochs_mnist5k instead",
+    }
+
+    def cohort_spec(self) -> CohortSpec:
+        allowed = {"mlp": ("mnist1d", "mnist5k"), "cnn": ("mnist1d",), "cnn2d": ("mnist5k",)}
+        if self.dataset not in allowed.get(self.model, ()):
+            raise SpecError(f"model {self.model!r} on {self.dataset!r}: use one of {SETTINGS}")
+        widths = {"mlp": self.mlp_widths, "cnn": self.cnn_channels, "cnn2d": self.cnn2d_channels}
+        return dataclasses.replace(
+            super().cohort_spec(), widths=tuple(widths[self.model]), epochs=self.run_epochs()
+        )
+
+    def run_epochs(self) -> int:
+        return self.epochs_mnist1d if self.dataset == "mnist1d" else self.epochs_mnist5k
+
+    def checkpoint_epochs(self) -> list[int]:
+        """Intermediate checkpoints (epochs strictly between 0 and the end)."""
+        epochs = self.run_epochs()
+        picked = {max(1, round(f * epochs)) for f in self.checkpoint_fractions}
+        return sorted(e for e in picked if e < epochs)
+
+
+GRID = [{"dataset": d, "model": m} for d, m in SETTINGS]
+
+PROFILES = {
+    "quick": {
+        "seeds": 2,
+        "mlp_widths": (16, 16, 16),
+        "cnn_channels": (4, 4, 4),
+        "cnn2d_channels": (2, 4, 4),
+        "epochs_mnist1d": 2,
+        "epochs_mnist5k": 2,
+        "probe_steps": 20,
+        "cka_examples": 100,
+        "filter_units": 4,
+    },
+    "default": {"seeds": 10},
+    "paper": {"seeds": 20, "epochs_mnist1d": 48, "epochs_mnist5k": 24, "cka_examples": 1000},
+}
+
+
+# ----- measurements ------------------------------------------------------------------
+def localization(weights_UxD: np.ndarray, window: int, side: int | None = None) -> np.ndarray:
+    """Per unit: the largest fraction of ``Σ w²`` inside one window (NaN if all zero).
+
+    ``side``: units are ``side × side`` images and windows ``window × window`` squares;
+    otherwise units are 1-D profiles and windows ``window`` consecutive positions.
+    """
+    energy = np.asarray(weights_UxD, np.float64) ** 2
+    total = energy.sum(axis=1)
+    if side is None:
+        cumulative = np.pad(np.cumsum(energy, axis=1), ((0, 0), (1, 0)))
+        sums = cumulative[:, window:] - cumulative[:, :-window]
+    else:
+        images = energy.reshape(len(energy), side, side)
+        c = np.pad(images.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+        sums = c[:, window:, window:] - c[:, :-window, window:] - c[:, window:, :-window]
+        sums = (sums + c[:, :-window, :-window]).reshape(len(energy), -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, sums.max(axis=1) / total, np.nan)
+
+
+def _first_kernel(params) -> np.ndarray:
+    """First-layer weights as (runs, units, inputs): Dense_0 or Conv_0 kernel."""
+    layers = params["params"]
+    kernel = np.asarray(
+        layers["Dense_0"]["kernel"] if "Conv_0" not in layers else layers["Conv_0"]["kernel"]
+    )
+    return np.moveaxis(kernel.reshape(kernel.shape[0], -1, kernel.shape[-1]), -1, 1)
+
+
+def _window(config: Config, num_inputs: int) -> tuple[int, int | None]:
+    side = math.isqrt(num_inputs)
+    if config.dataset == "mnist5k" and side * side == num_inputs:
+        return config.window_2d, side
+    return config.window_1d, None
+
+
+@functools.cache
+def null_localization(dataset: str, window: int, side: int | None) -> float:
+    """Mean localization of random units shaped by the data: w = √var(x)·z, z ~ N(0, I)."""
+    from toolkit import data as datasets
+
+    x = datasets.load(dataset).x_train
+    z = np.random.default_rng(NULL_SEED).standard_normal((NULL_DRAWS, x.shape[1]))
+    return float(np.nanmean(localization(np.sqrt(x.var(axis=0)) * z, window, side)))
+
+
+def _checkpoints(trained, epochs: list[int]) -> list[tuple[dict, np.ndarray]]:
+    """(params, final metrics) of the same runs trained for each of ``epochs``: the
+    same keys and hyperparameters through the engine, i.e. the same trajectory."""
+    cohort, runs = trained.cohort, trained.runs
+    hparams = {h: np.array([r.config.hparams()[h] for r in runs]) for h in HPARAMS}
+    out = []
+    for t in epochs:
+        spec = dataclasses.replace(cohort.spec, epochs=t, history_points=1)
+        short = Cohort(spec, cohort.data, cohort.run_axis, run_batch=cohort.run_batch)
+        result = short.run(trained.keys, hparams)
+        out.append((result.state["params"], result.history[:, -1]))
+    return out
+
+
+@functools.cache
+def input_probe(dataset: str, steps: int, learning_rate: float, l2: float) -> dict:
+    """The probe on the raw input (the same for every run of a dataset)."""
+    from toolkit import data as datasets
+
+    d = datasets.load(dataset)
+    fit = jax.jit(
+        functools.partial(
+            probes.probe, num_classes=d.num_classes, l2=l2, steps=steps, learning_rate=learning_rate
+        )
+    )
+    out = fit(
+        jnp.asarray(d.x_train), jnp.asarray(d.y_train), jnp.asarray(d.x_test), jnp.asarray(d.y_test)
+    )
+    return {k: float(v) for k, v in out.items()}
+
+
+def _measurements(model, config: Config, num_classes: int):
+    """The per-run measurement program: initial parameters (rebuilt as the engine builds
+    them), probes on every hidden layer at init and trained, and the centered Grams of
+    every layer at every checkpoint → CKA."""
+    num_layers = len(config.cohort_spec().widths)
+    fit = functools.partial(
+        probes.probe,
+        num_classes=num_classes,
+        l2=config.probe_l2,
+        steps=config.probe_steps,
+        learning_rate=config.probe_learning_rate,
+    )
+
+    def features(params, x):
+        return model.apply(params, x, return_features=True)[1]
+
+    def per_run(key, init_scale, *checkpoints_and_final, x_train, y_train, x_test, y_test, x_cka):
+        initial = model.init(key, x_train[:1])
+        initial = jax.tree_util.tree_map(lambda p: p * init_scale, initial)
+        final = checkpoints_and_final[-1]
+        scores = {}
+        for layer in range(1, num_layers + 1):
+            for state, params in (("init", initial), ("trained", final)):
+                train_f, test_f = features(params, x_train)[layer], features(params, x_test)[layer]
+                scores[(layer, state)] = fit(train_f, y_train, test_f, y_test)
+        grams = jnp.stack(
+            [
+                jnp.stack([probes.centered_gram(f) for f in features(params, x_cka)])
+                for params in (initial, *checkpoints_and_final)
+            ]
+        )  # (checkpoints, layers + 1, n, n)
+        pair = jax.vmap(jax.vmap(probes.gram_cka, (None, 0)), (0, None))
+        over_time = jax.vmap(jax.vmap(probes.gram_cka, (0, None)), (1, 0))(grams, grams[-1])
+        return {
+            "initial": initial,
+            "probes": scores,
+            "cka_init": pair(grams[0], grams[0]),
+            "cka_trained": pair(grams[-1], grams[-1]),
+            "cka_time": over_time,  # (layers + 1, checkpoints)
+        }
+
+    return per_run
+
+
+def measure(trained) -> dict:
+    cohort, runs = trained.cohort, trained.runs
+    config: Config = runs[0].config
+    data = cohort.data
+    num_layers = len(cohort.spec.widths)
+    final = trained.result.state["params"]
+    checkpoint_epochs = config.checkpoint_epochs()
+    checkpoints = _checkpoints(trained, checkpoint_epochs)
+    epochs = [0, *checkpoint_epochs, cohort.spec.epochs]
+    per_run = _measurements(cohort.model, config, data.num_classes)
+    shared = {
+        "x_train": jnp.asarray(data.x_train),
+        "y_train": jnp.asarray(data.y_train),
+        "x_test": jnp.asarray(data.x_test),
+        "y_test": jnp.asarray(data.y_test),
+        "x_cka": jnp.asarray(data.x_test[: config.cka_examples]),
+    }
+    scale = np.array([r.config.init_scale for r in runs], np.float32)
+    run_args = (trained.keys["init"], scale, *[p for p, _ in checkpoints], final)
+    out = trained.map(lambda *args: per_run(*args[:-1], **args[-1]), run_args, (shared,))
+    initial = out["initial"]
+
+    base = input_probe(
+        cohort.spec.dataset, config.probe_steps, config.probe_learning_rate, config.probe_l2
+    )
+    probe_rows, layer_rows, time_rows = [], [], []
+    for r in range(len(runs)):
+        for state in ("init", "trained"):
+            probe_rows.append(trained.row(r, layer=0, state=state, **base))
+        for layer in range(1, num_layers + 1):
+            for state in ("init", "trained"):
+                values = {k: float(v[r]) for k, v in out["probes"][(layer, state)].items()}
+                probe_rows.append(trained.row(r, layer=layer, state=state, **values))
+        for state in ("init", "trained"):
+            matrix = np.asarray(out[f"cka_{state}"][r])
+            for a in range(num_layers + 1):
+                for b in range(num_layers + 1):
+                    layer_rows.append(
+                        trained.row(r, state=state, layer_a=a, layer_b=b, cka=float(matrix[a, b]))
+                    )
+        for layer in range(1, num_layers + 1):
+            for s, epoch in enumerate(epochs):
+                value = float(out["cka_time"][r][layer, s])
+                time_rows.append(trained.row(r, layer=layer, epoch=epoch, cka_to_final=value))
+
+    # Reproduction check: the checkpoint's train loss vs the main run's at that epoch.
+    mismatch = np.full(len(runs), np.nan)
+    history_epochs = list(trained.result.eval_epochs)
+    for t, (_, metrics) in zip(checkpoint_epochs, checkpoints):
+        if t in history_epochs:
+            main = trained.result.history[:, history_epochs.index(t), METRICS.index("train_loss")]
+            gap = np.abs(metrics[:, METRICS.index("train_loss")] - main)
+            mismatch = np.fmax(mismatch, gap)
+
+    # First-layer weights: localization per unit, and the filters of seed 0.
+    w_init, w_final = _first_kernel(initial), _first_kernel(final)
+    unit_rows, filter_rows = [], []
+    values = {"checkpoint_loss_mismatch": mismatch}
+    if cohort.spec.model == "mlp":
+        window, side = _window(config, w_init.shape[2])
+        null = null_localization(cohort.spec.dataset, window, side)
+        loc = {
+            "init": np.stack([localization(w, window, side) for w in w_init]),
+            "trained": np.stack([localization(w, window, side) for w in w_final]),
+            "delta": np.stack([localization(w, window, side) for w in w_final - w_init]),
+        }
+        for r in range(len(runs)):
+            for u in range(w_init.shape[1]):
+                values_u = {k: float(v[r, u]) for k, v in loc.items()}
+                unit_rows.append(trained.row(r, unit=u, **values_u, null=null))
+    for r, run in enumerate(runs):
+        if run.seed != 0:
+            continue
+        units = w_init.shape[1] if cohort.spec.model != "mlp" else config.filter_units
+        for state, weights in (("init", w_init), ("trained", w_final)):
+            for u in range(min(units, weights.shape[1])):
+                for i, value in enumerate(weights[r, u]):
+                    filter_rows.append(
+                        trained.row(r, state=state, unit=u, position=i, weight=float(value))
+                    )
+    return {
+        **values,
+        "probes": pd.DataFrame(probe_rows),
+        "cka_layers": pd.DataFrame(layer_rows),
+        "cka_training": pd.DataFrame(time_rows),
+        "localization": pd.DataFrame(unit_rows),
+        "filters": pd.DataFrame(filter_rows),
+    }
+
+
+# ----- analysis ----------------------------------------------------------------------
+def _setting(dataset: str, model: str) -> str:
+    return f"{DATASET_NAMES.get(dataset, dataset)} {MODEL_NAMES.get(model, model)}"
+
+
+def _slopes(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Per seed: the OLS slope of ``y`` on ``x``."""
+    return frame.groupby("seed")[[x, y]].apply(
+        lambda g: np.polyfit(g[x], g[y], 1)[0] if g[x].nunique() > 1 else np.nan
+    )
+
+
+def progress(training: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``progress``: (CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T)) per run and layer."""
+    frame = training.copy()
+    start = frame[frame["epoch"] == 0].set_index(["run_id", "layer"])["cka_to_final"]
+    at_zero = start.reindex(pd.MultiIndex.from_frame(frame[["run_id", "layer"]])).to_numpy()
+    room = 1.0 - at_zero
+    frame["progress"] = np.where(room > 1e-3, (frame["cka_to_final"] - at_zero) / room, np.nan)
+    return frame
+
+
+def analyze(results: ResultsFolder) -> list[dict]:
+    probe_table = results.table("probes")
+    units = results.table("localization")
+    training = progress(results.table("cka_training"))
+    rows: list[dict] = []
+    for dataset, model in SETTINGS:
+        part = probe_table[(probe_table["dataset"] == dataset) & (probe_table["model"] == model)]
+        if part.empty:
+            continue
+        name = _setting(dataset, model)
+        rows += _probe_rows(part, name)
+        loc = units[(units["dataset"] == dataset) & (units["model"] == model)]
+        if not loc.empty:
+            rows += _localization_rows(loc, name, dataset)
+        t = training[(training["dataset"] == dataset) & (training["model"] == model)]
+        rows += _settling_rows(t, name)
+    return rows
+
+
+def _probe_rows(part: pd.DataFrame, name: str) -> list[dict]:
+    trained = part[part["state"] == "trained"]
+    init = part[part["state"] == "init"]
+    slope_trained = _slopes(trained, "layer", "test_acc")
+    slope_init = _slopes(init, "layer", "test_acc")
+    means = trained.groupby("layer")["test_acc"].mean()
+    means_init = init.groupby("layer")["test_acc"].mean()
+    by_layer = ", ".join(f"{v:.1%}" for v in means)
+    by_layer_init = ", ".join(f"{v:.1%}" for v in means_init)
+    condition = f"{name}, layers 0 (input) to {int(part['layer'].max())}"
+    return [
+        seed_verdict(
+            "C09",
+            "After training, linear-probe accuracy rises with depth",
+            "slope of probe test accuracy on layer index, trained (per layer)",
+            slope_trained,
+            "greater",
+            "Probe accuracy changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] per layer; "
+            f"by layer (input first): {by_layer}.",
+            condition=condition,
+        ),
+        seed_verdict(
+            "C09",
+            "The depth trend comes from training: the slope is larger trained than at init",
+            "slope trained − slope at init (per layer, paired by seed)",
+            (slope_trained - slope_init).dropna(),
+            "greater",
+            "Training adds {estimate:+.1%} [{low:+.1%}, {high:+.1%}] per layer to the slope.",
+            condition=condition,
+        ),
+        seed_verdict(
+            "C09",
+            "At init (random weights) probe accuracy does not rise with depth (slope < 0)",
+            "slope of probe test accuracy on layer index, at init (per layer)",
+            slope_init,
+            "less",
+            "At init probe accuracy changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] per "
+            f"layer; by layer: {by_layer_init}.",
+            condition=condition,
+        ),
+    ]
+
+
+def _localization_rows(units: pd.DataFrame, name: str, dataset: str) -> list[dict]:
+    runs = units.groupby("seed")[["init", "trained", "delta", "null"]].mean()
+    null = float(runs["null"].iloc[0])
+    window = "7×7 window" if dataset == "mnist5k" else "window of 8"
+    condition = f"{name}, first layer, {window}"
+    return [
+        seed_verdict(
+            "C09",
+            "First-layer units become more localized than at init (weight mass in one window)",
+            "mean over units of localization(trained w) − localization(initial w)",
+            (runs["trained"] - runs["init"]).to_numpy(),
+            "greater",
+            "The largest-window share of Σw² changes by {estimate:+.3f} [{low:+.3f}, {high:+.3f}] "
+            f"from {runs['init'].mean():.3f} at init to {runs['trained'].mean():.3f}.",
+            condition=condition,
+        ),
+        seed_verdict(
+            "C09",
+            "What training adds (Δw) is more localized than a random unit shaped by the data",
+            "mean over units of localization(Δw) − null (√var(x)·z)",
+            (runs["delta"] - null).to_numpy(),
+            "greater",
+            "Localization of Δw is {estimate:+.3f} [{low:+.3f}, {high:+.3f}] above the null "
+            f"({null:.3f}); Δw: {runs['delta'].mean():.3f}.",
+            condition=condition,
+        ),
+    ]
+
+
+def _settling_rows(training: pd.DataFrame, name: str) -> list[dict]:
+    if training.empty:
+        return []
+    last = training["epoch"].max()
+    middle = training[(training["epoch"] > 0) & (training["epoch"] < last)]
+    if middle.empty:
+        return []
+    per_layer = middle.groupby(["seed", "layer"])["progress"].mean().reset_index()
+    slopes = _slopes(per_layer, "layer", "progress")
+    shown = per_layer.groupby("layer")["progress"].mean()
+    text = ", ".join(f"{v:.2f}" for v in shown)
+    epochs = sorted(middle["epoch"].unique())
+    return [
+        seed_verdict(
+            "C09",
+            "Lower layers settle first (progress toward their final CKA falls with depth)",
+            "slope over layers of mean CKA progress at the intermediate checkpoints",
+            slopes.dropna(),
+            "less",
+            "Settling progress changes by {estimate:+.3f} [{low:+.3f}, {high:+.3f}] per layer "
+            f"(mean at epochs {', '.join(str(int(e)) for e in epochs)}, layers 1–"
+            f"{int(shown.index.max())}: {text}).",
+            condition=f"{name}, beyond the article",
+        )
+    ]
+
+
+# ----- figures -----------------------------------------------------------------------
+STATE_STYLE = {"trained": ("C0", "-", "trained"), "init": ("C1", "--", "init (random network)")}
+
+
+def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
+    fig.style()
+    summary = results.summary()
+    paths = [_probe_figure(results.table("probes"), summary, out_dir)]
+    paths.append(_cka_matrices(results.table("cka_layers"), out_dir))
+    paths.append(_cka_training(progress(results.table("cka_training")), out_dir))
+    filters = results.table("filters")
+    if not filters.empty:
+        paths += _filter_figures(filters, out_dir)
+    units = results.table("localization")
+    if not units.empty:
+        paths.append(_localization_figure(units, out_dir))
+    return paths
+
+
+def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    present = set(zip(frame["dataset"], frame["model"]))
+    return [s for s in SETTINGS if s in present]
+
+
+def _probe_figure(table: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> Path:
+    panels = _panels(table)
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.2), squeeze=False)
+    for ax, (dataset, model) in zip(axes[0], panels):
+        part = table[(table["dataset"] == dataset) & (table["model"] == model)]
+        for state, (color, ls, label) in STATE_STYLE.items():
+            fig.band(
+                ax,
+                part[part["state"] == state],
+                "layer",
+                "test_acc",
+                color=color,
+                ls=ls,
+                marker="o",
+                ms=3,
+                label=label,
+            )
+        runs = summary[(summary["dataset"] == dataset) & (summary["model"] == model)]
+        ax.axhline(runs["final_test_acc"].mean(), color="0.4", lw=0.8, ls=":", label="network")
+        layers = sorted(part["layer"].unique())
+        ax.set_xticks(layers, ["input" if v == 0 else str(v) for v in layers])
+        ax.set_xlabel("layer")
+        ax.set_title(f"{_setting(dataset, model)} (n = {fig.n_seeds(part)})")
+    axes[0, 0].set_ylabel("linear-probe test accuracy")
+    axes[0, 0].legend(fontsize=7)
+    figure.suptitle(f"Linear probes by depth ({fig.BAND_NOTE})", fontsize=10)
+    return fig.save(figure, out_dir, "probe_accuracy_vs_depth")
+
+
+def _cka_matrices(table: pd.DataFrame, out_dir: Path) -> Path:
+    panels = _panels(table)
+    figure, axes = plt.subplots(
+        2, len(panels), figsize=(2.6 * len(panels), 5.0), squeeze=False, layout="constrained"
+    )
+    for col, (dataset, model) in enumerate(panels):
+        part = table[(table["dataset"] == dataset) & (table["model"] == model)]
+        for row, state in enumerate(("init", "trained")):
+            mean = (
+                part[part["state"] == state].groupby(["layer_a", "layer_b"])["cka"].mean().unstack()
+            )
+            ax = axes[row, col]
+            shown = ax.imshow(mean.to_numpy(), vmin=0, vmax=1, cmap="viridis")
+            labels = ["in" if v == 0 else str(v) for v in mean.index]
+            ax.set_xticks(range(len(labels)), labels)
+            ax.set_yticks(range(len(labels)), labels)
+            for (i, j), v in np.ndenumerate(mean.to_numpy()):
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v < 0.6 else "black",
+                )
+            ax.grid(False)
+            ax.set_title(f"{_setting(dataset, model)}, {state}", fontsize=8)
+    figure.colorbar(shown, ax=axes, label="linear CKA", shrink=0.6)
+    n = fig.n_seeds(table)
+    figure.suptitle(f"CKA between layers (mean over n = {n} seeds; in = input)", fontsize=10)
+    return fig.save(figure, out_dir, "cka_between_layers")
+
+
+def _cka_training(table: pd.DataFrame, out_dir: Path) -> Path:
+    panels = _panels(table)
+    figure, axes = plt.subplots(
+        2, len(panels), figsize=(3.1 * len(panels), 5.6), squeeze=False, sharey="row"
+    )
+    for col, (dataset, model) in enumerate(panels):
+        part = table[(table["dataset"] == dataset) & (table["model"] == model)].copy()
+        part["layer name"] = part["layer"].map(lambda v: f"layer {v}")
+        for row, column in enumerate(("cka_to_final", "progress")):
+            ax = axes[row, col]
+            fig.band(ax, part, "epoch", column, hue="layer name", marker="o", ms=3)
+            ax.set_xlabel("epoch of the checkpoint")
+            if row == 0:
+                ax.set_title(_setting(dataset, model))
+    axes[0, 0].set_ylabel("CKA(layer at t, same layer at end)")
+    axes[1, 0].set_ylabel("settling progress\n(CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T))")
+    axes[0, 0].legend(fontsize=7)
+    n = fig.n_seeds(table)
+    figure.suptitle(f"Which layers settle first ({fig.BAND_NOTE}, n = {n})", fontsize=10)
+    return fig.save(figure, out_dir, "cka_over_training")
+
+
+def _symmetric(ax, image, title: str, **kwargs):
+    limit = float(np.nanmax(np.abs(image))) or 1.0
+    ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit, **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    if title:
+        ax.set_title(title, fontsize=7)
+
+
+def _weights(filters: pd.DataFrame, dataset: str, model: str, state: str) -> np.ndarray:
+    part = filters[
+        (filters["dataset"] == dataset) & (filters["model"] == model) & (filters["state"] == state)
+    ]
+    return part.pivot_table(index="unit", columns="position", values="weight").to_numpy()
+
+
+def _filter_figures(filters: pd.DataFrame, out_dir: Path) -> list[Path]:
+    paths = []
+    present = set(zip(filters["dataset"], filters["model"]))
+    if ("mnist5k", "mlp") in present:
+        init = _weights(filters, "mnist5k", "mlp", "init")
+        trained = _weights(filters, "mnist5k", "mlp", "trained")
+        units = len(init)
+        columns = min(units, 8)
+        rows = -(-units // columns)
+        figure, axes = plt.subplots(3 * rows, columns, figsize=(1.1 * columns, 3.6 * rows))
+        axes = np.atleast_2d(axes)
+        for k, (label, weights) in enumerate(
+            (("init", init), ("trained", trained), ("change Δw", trained - init))
+        ):
+            for u in range(rows * columns):
+                ax = axes[k * rows + u // columns, u % columns]
+                if u >= units:
+                    ax.axis("off")
+                    continue
+                _symmetric(ax, weights[u].reshape(28, 28), f"{label}, unit {u}")
+        figure.suptitle(
+            "MNIST-5k MLP, first-layer weights of units 0–"
+            f"{units - 1} (seed 0; red +, blue −, each image scaled to its own max |w|)",
+            fontsize=9,
+        )
+        paths.append(fig.save(figure, out_dir, "filters_mnist5k_mlp"))
+    kernels = [
+        s for s in (("mnist5k", "cnn2d"), ("mnist1d", "cnn"), ("mnist1d", "mlp")) if s in present
+    ]
+    if kernels:
+        figure, axes = plt.subplots(
+            len(kernels), 2, figsize=(8.0, 2.6 * len(kernels)), squeeze=False
+        )
+        for row, (dataset, model) in enumerate(kernels):
+            for col, state in enumerate(("init", "trained")):
+                weights = _weights(filters, dataset, model, state)
+                ax = axes[row, col]
+                title = f"{_setting(dataset, model)}, {state}"
+                if model == "cnn2d":
+                    _symmetric(ax, _mosaic(weights, per_row=4), f"{title}: {len(weights)} kernels")
+                else:
+                    what = "kernels" if model == "cnn" else "units"
+                    _symmetric(
+                        ax,
+                        weights,
+                        f"{title}: {len(weights)} {what} × {weights.shape[1]} inputs",
+                        aspect="auto",
+                    )
+                    ax.set_ylabel(what)
+                    ax.set_xlabel("kernel tap" if model == "cnn" else "input position")
+        figure.suptitle(
+            "First-layer kernels and weights (seed 0; red +, blue −, symmetric color scale)",
+            fontsize=9,
+        )
+        paths.append(fig.save(figure, out_dir, "filters_kernels"))
+    return paths
+
+
+def _mosaic(weights: np.ndarray, per_row: int) -> np.ndarray:
+    """Square kernels (units, k·k) tiled ``per_row`` to a row, NaN gaps between them."""
+    side = math.isqrt(weights.shape[1])
+    rows = -(-len(weights) // per_row)
+    image = np.full((rows * (side + 1) - 1, per_row * (side + 1) - 1), np.nan)
+    for u, w in enumerate(weights):
+        r, c = divmod(u, per_row)
+        image[r * (side + 1) : r * (side + 1) + side, c * (side + 1) : c * (side + 1) + side] = (
+            w.reshape(side, side)
+        )
+    return image
+
+
+def _localization_figure(units: pd.DataFrame, out_dir: Path) -> Path:
+    panels = [s for s in _panels(units) if s[1] == "mlp"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (dataset, model) in zip(axes[0], panels):
+        part = units[(units["dataset"] == dataset) & (units["model"] == model)]
+        high = float(np.nanmax(part[["init", "trained", "delta"]].to_numpy()))
+        bins = np.linspace(0, min(1.0, high * 1.05), 40)
+        for column, color, label in (
+            ("init", "C1", "initial w"),
+            ("trained", "C0", "trained w"),
+            ("delta", "C2", "change Δw"),
+        ):
+            ax.hist(part[column].dropna(), bins=bins, color=color, alpha=0.45, label=label)
+        ax.axvline(part["null"].iloc[0], color="k", ls=":", lw=1, label="null √var(x)·z")
+        window = "7×7 window" if dataset == "mnist5k" else "window of 8"
+        ax.set_xlabel(f"share of Σw² in the best {window}")
+        ax.set_ylabel("units")
+        ax.set_title(
+            f"{_setting(dataset, model)}: {len(part)} units, n = {fig.n_seeds(part)} seeds"
+        )
+    axes[0, 0].legend(fontsize=7)
+    figure.suptitle("Localization of first-layer units (all units of all seeds)", fontsize=10)
+    return fig.save(figure, out_dir, "localization")
