@@ -40,6 +40,9 @@ Standalone part (no training; ``standalone``):
   ``timings.csv`` is identical from run to run.
 - C07: ``data.steps_per_epoch`` on the article's worked example and on this run.
 
+Measured alone on the 2-core CPU: 112 s wall for ``toolkit run exp_fundamentals --seeds 10``
+(the figures below were taken while other jobs shared the machine).
+
 Cost: default profile (2 losses × 10 seeds = 20 runs, 64,000 run-steps, 2 cohorts,
 plus the standalone part). Measured: 4 min 6 s wall time (2 min 39 s CPU) for
 ``toolkit run exp_fundamentals --seeds 10`` from an empty folder on the 2-core CPU

@@ -53,6 +53,9 @@ Verdicts (C04); rules and bands fixed before the first full run:
   prediction, science notes Claim 6): within a factor 2 of 1 (|log₂ ratio| < 1). Seeds
   with no diverging lr count at the largest lr (a lower bound) and are reported.
 
+Measured alone on the 2-core CPU: 184 s wall for ``toolkit run exp_learning_rate --seeds 10``
+(the figures below were taken while other jobs shared the machine).
+
 Cost: default profile (10 seeds; 110 sweep, 30 eos and 60 threshold runs; 3 cohorts;
 132,000 + 9,000 + 6,000 run-steps): 6 min 35 s wall on the 2-core CPU shared with other
 jobs (load average ≈ 5) and 4 min 44 s of CPU time, which bounds the wall time when

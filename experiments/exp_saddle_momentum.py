@@ -44,6 +44,9 @@ means the ratio exceeds 1.2. Runs that never escape within the budget are censor
 their steps are counted as the budget (so a censored GD makes the ratio a lower
 bound) and counted in the finding. The plateau's λ_min is tested for being < −0.05.
 
+Measured alone on the 2-core CPU: 135 s wall for ``toolkit run exp_saddle_momentum --seeds 10``
+(the figures below were taken while other jobs shared the machine).
+
 Cost: default profile (toy 240 runs × 3,000 steps: seconds; network 6 arms × 3
 scales × 10 seeds = 180 runs × 200 full-batch steps + 30 plateau probes × 20 steps,
 4 cohorts, 36,600 network steps): 4 min 26 s wall on the 2-core CPU shared with other

@@ -35,9 +35,12 @@ NaN on a CPU, which does not report it; on a GPU it is the process's running pea
 after the first cohort it includes earlier cohorts' measurements and hardly moves
 with B: 210 MiB after B = 25, then 381–390 MiB on an H200).
 
+Measured alone on the 2-core CPU: 175 s wall for ``toolkit run exp_sgd_noise --seeds 10``
+(the figures below were taken while other jobs shared the machine).
+
 Cost (measured): default profile (5 batch sizes × 2 policies × 2 budgets × 10 seeds =
 200 runs, 9 cohorts) 9 min 16 s wall, 4 min 8 s CPU, on the 2-core CPU while other
-jobs kept its load average at 7–8 (not measured alone; 4 min of it training steps, 3 min
+jobs kept its load average at 7–8 (4 min of it training steps, 3 min
 compilation, 2 min measurement; alone it should take about its CPU time). Paper profile (20 seeds,
 100 epochs, 1,600 equal steps = 1,600 epochs of GD; 400 runs, 10 cohorts) 2 min 37 s
 on one H200, of which training is ~5 s and the first measurement's compilation ~55 s.
