@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from toolkit import compare as cmp
-from toolkit import spec
+from toolkit import runner, spec
 from toolkit.results import ResultsFolder, atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,18 +180,22 @@ def _provenance(found: ExperimentResults) -> list[str]:
     invocations = meta.get("invocations") or [{}]
     last = invocations[-1]
     summary = found.folder.summary()
-    # training time: the invocations that trained runs (a re-analysis trains none)
-    trained = [i["wall_s"] for i in invocations if i.get("new_runs") and "wall_s" in i]
-    wall = sum(trained) if trained else last.get("wall_s")
+    # the invocations that trained runs made the numbers (a re-analysis trains none)
+    trained = [i for i in invocations if i.get("new_runs")]
+    source = trained[-1] if trained else last
+    walls = [i["wall_s"] for i in trained if "wall_s" in i]
+    wall = sum(walls) if walls else last.get("wall_s")
+    profile, seeds = meta.get("profile", "default"), int(meta.get("seeds", 10))
+    cohorts = runner.group_cohorts(runner.plan_runs(found.experiment, profile, seeds, {}))
     return [
         f"`{found.experiment.name}`",
         str(meta.get("profile", "")),
         str(meta.get("seeds", "")),
         str(len(summary)),
-        str(len(meta.get("cohorts", []))),
+        str(len(cohorts)),
         f"{meta.get('device_kind', '')} ({meta.get('backend', '')}, jax "
         f"{meta.get('versions', {}).get('jax', '')})",
-        str(last.get("git_commit", "unknown"))[:12],
+        str(source.get("git_commit", "unknown"))[:12],
         "—" if wall is None else f"{wall:.0f} s",
     ]
 
@@ -258,8 +262,13 @@ def build(results: Path | str = "results", profile: str = "default") -> Doc:
     doc.table(CLAIM_HEADER, claim_rows(claims, found, results))
 
     doc.heading(2, "Provenance")
+    doc.para(
+        "Commit: the code that trained the runs (the last invocation that trained any). "
+        "Wall: the training invocations' wall time as recorded, on a machine that may "
+        "have been shared (times measured alone are in `benchmarks/README.md`)."
+    )
     doc.table(
-        ["experiment", "profile", "seeds", "runs", "cohorts", "machine", "commit", "training wall"],
+        ["experiment", "profile", "seeds", "runs", "cohorts", "machine", "commit", "wall (as run)"],
         [_provenance(f) for f in found],
     )
     _hardware_section(doc, results, profile, found)
