@@ -38,5 +38,5 @@ def test_cnn2d_shapes_and_eval_mode():
     assert jnp.array_equal(model.apply(params, x.reshape(5, 28, 28)), logits)
     assert jnp.array_equal(model.apply(params, x, 0.5), logits)  # no key: dropout off
     assert not jnp.allclose(model.apply(params, x, 0.5, jax.random.key(2)), logits)
-    with pytest.raises(ValueError, match="square"):
+    with pytest.raises(ValueError, match="square images"):
         model.init(jax.random.key(1), jnp.zeros((2, 40)))

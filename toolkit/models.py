@@ -48,60 +48,44 @@ class MLP(nn.Module):
         return (logits, features) if return_features else logits
 
 
-class CNN1D(nn.Module):
-    """MNIST-1D's ConvBase: three 1-D convolutions (stride 2), then a linear readout."""
+class ConvNet(nn.Module):
+    """Three strided convolutions (stride 2, "SAME" padding), then a linear readout.
+
+    ``spatial_dims`` = 1 is MNIST-1D's ConvBase (flat inputs are sequences of one
+    channel); 2 is its counterpart for square images (MNIST: flat inputs of n² pixels are
+    read as n × n row-major images with one channel).
+    """
 
     channels: Sequence[int] = (25, 25, 25)
     kernels: Sequence[int] = (5, 3, 3)
     num_classes: int = 10
     activation: str = "relu"
+    spatial_dims: int = 1
 
-    @nn.compact
-    def __call__(self, x, dropout_rate=0.0, key=None, return_features=False):
-        act = ACTIVATIONS[self.activation]
-        h = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
-        features = [h.reshape(h.shape[0], -1)]
-        keys = (
-            [None] * len(self.channels)
-            if key is None
-            else jax.random.split(key, len(self.channels))
-        )
-        for width, kernel, layer_key in zip(self.channels, self.kernels, keys):
-            h = act(nn.Conv(width, (kernel,), strides=(2,), padding="SAME")(h))
-            features.append(h.reshape(h.shape[0], -1))
-            h = dropout(h, dropout_rate, layer_key)
-        logits = nn.Dense(self.num_classes)(h.reshape(h.shape[0], -1))
-        return (logits, features) if return_features else logits
-
-
-class CNN2D(nn.Module):
-    """A 2-D counterpart of ConvBase for square images (MNIST): three 2-D convolutions
-    (stride 2, "SAME" padding), then a linear readout. Flat inputs of n² pixels are
-    read as n × n row-major images with one channel."""
-
-    channels: Sequence[int] = (8, 16, 32)
-    kernels: Sequence[int] = (5, 3, 3)
-    num_classes: int = 10
-    activation: str = "relu"
-
-    @nn.compact
-    def __call__(self, x, dropout_rate=0.0, key=None, return_features=False):
-        act = ACTIVATIONS[self.activation]
+    def _images(self, x: jax.Array) -> jax.Array:
+        if self.spatial_dims == 1:
+            return x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
         if x.ndim == 2:
             side = math.isqrt(x.shape[1])
             if side * side != x.shape[1]:
-                raise ValueError(f"CNN2D needs square images; got {x.shape[1]} features")
-            h = x.reshape(x.shape[0], side, side, 1)
-        else:
-            h = x if x.ndim == 4 else x[..., None]
+                raise ValueError(f"a 2-D CNN needs square images; got {x.shape[1]} features")
+            return x.reshape(x.shape[0], side, side, 1)
+        return x if x.ndim == 4 else x[..., None]
+
+    @nn.compact
+    def __call__(self, x, dropout_rate=0.0, key=None, return_features=False):
+        act = ACTIVATIONS[self.activation]
+        h = self._images(x)
         features = [h.reshape(h.shape[0], -1)]
         keys = (
             [None] * len(self.channels)
             if key is None
             else jax.random.split(key, len(self.channels))
         )
+        dims = self.spatial_dims
         for width, kernel, layer_key in zip(self.channels, self.kernels, keys):
-            h = act(nn.Conv(width, (kernel, kernel), strides=(2, 2), padding="SAME")(h))
+            conv = nn.Conv(width, (kernel,) * dims, strides=(2,) * dims, padding="SAME")
+            h = act(conv(h))
             features.append(h.reshape(h.shape[0], -1))
             h = dropout(h, dropout_rate, layer_key)
         logits = nn.Dense(self.num_classes)(h.reshape(h.shape[0], -1))
@@ -115,10 +99,8 @@ def build(
     channels (the CNNs' kernels: 5, then 3 for every later layer)."""
     if kind == "mlp":
         return MLP(tuple(widths), num_classes, activation)
-    if kind == "cnn":
+    if kind in ("cnn", "cnn2d"):
         kernels = (5,) + (3,) * (len(widths) - 1)
-        return CNN1D(tuple(widths), kernels, num_classes, activation)
-    if kind == "cnn2d":
-        kernels = (5,) + (3,) * (len(widths) - 1)
-        return CNN2D(tuple(widths), kernels, num_classes, activation)
+        dims = 2 if kind == "cnn2d" else 1
+        return ConvNet(tuple(widths), kernels, num_classes, activation, spatial_dims=dims)
     raise ValueError(f"unknown model {kind!r}; use 'mlp', 'cnn' or 'cnn2d'")
