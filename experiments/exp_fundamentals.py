@@ -96,11 +96,10 @@ from toolkit.results import ResultsFolder
 from toolkit.runner import root_seed
 from toolkit.spec import RunConfig
 from toolkit.stats import (
+    exact_verdict_row,
     mean_ci_by_group,
     paired_difference,
     seed_verdict,
-    verdict,
-    verdict_row,
 )
 
 NAME = "exp_fundamentals"
@@ -599,36 +598,6 @@ def _step_arithmetic() -> pd.DataFrame:
 
 
 # ----- analysis --------------------------------------------------------------------------
-def exact_row(
-    claim_id: str,
-    hypothesis: str,
-    statistic: str,
-    value: float,
-    direction: str,
-    finding: str,
-    smallest_effect: float = 0.0,
-    condition: str = "",
-) -> dict:
-    """A verdict row for an exact, seed-free computation: the CI is the point itself,
-    n_seeds is 0 and no resampling is done."""
-    row = verdict_row(
-        claim_id,
-        hypothesis,
-        statistic,
-        value,
-        value,
-        value,
-        0,
-        direction,
-        finding,
-        smallest_effect=smallest_effect,
-        condition=condition or "exact computation (no seeds)",
-        n_resamples=0,
-    )
-    row["verdict"] = verdict(value, value, direction, smallest_effect)
-    return row
-
-
 def analyze(results: ResultsFolder) -> list[dict]:
     rows = _init_rows(results.table("init"))
     rows += _loss_shape_rows(results.table("loss_shapes"))
@@ -692,7 +661,7 @@ def _loss_shape_rows(shapes: pd.DataFrame) -> list[dict]:
     mse_named = mse.set_index("scenario")["value"]
     one_big = float(mse_named["one error of 2"] / mse_named["two errors of 1"])
     return [
-        exact_row(
+        exact_verdict_row(
             "C03",
             "Cross-entropy is highest when confident and wrong: CE(p_true=0.001, 0.99 on a "
             "wrong class) exceeds CE(uniform)",
@@ -704,7 +673,7 @@ def _loss_shape_rows(shapes: pd.DataFrame) -> list[dict]:
             f"it equals −ln p(true) to {np.abs(sweep['value'] - sweep['reference']).max():.1e} "
             f"and falls monotonically ({bool((np.diff(sweep['value']) < 0).all())}).",
         ),
-        exact_row(
+        exact_verdict_row(
             "C03",
             "MSE squares errors: doubling an output's error quadruples the loss",
             "log2(MSE(error 2) / MSE(error 1)) − 2",
@@ -715,7 +684,7 @@ def _loss_shape_rows(shapes: pd.DataFrame) -> list[dict]:
             f"{np.abs(mse['value'] - mse['reference']).max():.1e}.",
             smallest_effect=1e-4,
         ),
-        exact_row(
+        exact_verdict_row(
             "C03",
             "Under MSE large errors cost disproportionately: one error of 2 costs more than "
             "two errors of 1 (the same total absolute error)",
@@ -873,7 +842,7 @@ def _gradient_rows(check: pd.DataFrame, cost: pd.DataFrame) -> list[dict]:
     fd_slope = float(np.polyfit(log_p, np.log(cost["fd_per_forward"]), 1)[0])
     span = f"P = {cost['num_params'].min():,} … {cost['num_params'].max():,}"
     rows.append(
-        exact_row(
+        exact_verdict_row(
             "C06",
             "One gradient costs a small constant multiple of one forward pass, independent "
             "of the parameter count (|log-log slope| < 0.1)",
@@ -888,7 +857,7 @@ def _gradient_rows(check: pd.DataFrame, cost: pd.DataFrame) -> list[dict]:
         )
     )
     rows.append(
-        exact_row(
+        exact_verdict_row(
             "C06",
             "A finite-difference gradient's cost grows linearly with the parameter count "
             "(log-log slope of its cost in forward passes within ±0.1 of 1)",
@@ -918,7 +887,7 @@ def _step_rows(steps: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
         f"{int(run['steps_per_epoch'])} (ceil(4,000 / {int(run['batch_size'])}))."
     )
     return [
-        exact_row(
+        exact_verdict_row(
             "C07",
             "The article's worked example: 100,000 examples at batch size 100 make 10,000 "
             "iterations per epoch",
@@ -929,7 +898,7 @@ def _step_rows(steps: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
             f"is {claimed / per_epoch:g}× too high. {ran}",
             smallest_effect=0.001,
         ),
-        exact_row(
+        exact_verdict_row(
             "C07",
             "The article's worked example: 10 epochs make 100,000 iterations in all",
             "log10(article's total iterations / toolkit's total steps)",

@@ -82,7 +82,7 @@ from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.runner import peak_memory
 from toolkit.spec import RunConfig, SpecError
-from toolkit.stats import bootstrap_ci, seed_verdict, verdict_row
+from toolkit.stats import bootstrap_ci, exact_verdict_row, seed_verdict
 
 CLAIMS = ("C05", "C08")
 TARGET_TRAIN_LOSS = 1.5  # pre-registered: "reaches a given loss" means this full-train CE
@@ -291,7 +291,7 @@ def analyze(results: ResultsFolder) -> list[dict]:
         for policy in policies:
             rows += _landing_rows(frame, budget, policy)
     rows += _noise_rows(frame)
-    rows += _memory_rows(results, frame)
+    rows += _memory_rows(results)
     return rows
 
 
@@ -452,7 +452,7 @@ def _memory_table(results: ResultsFolder) -> pd.DataFrame:
     return memory.sort_values("batch_size").drop_duplicates("batch_size") if len(memory) else memory
 
 
-def _memory_rows(results, frame) -> list[dict]:
+def _memory_rows(results) -> list[dict]:
     memory = _memory_table(results)
     if memory["batch_size"].nunique() < 2:
         return []
@@ -467,14 +467,11 @@ def _memory_rows(results, frame) -> list[dict]:
         else f"device peak not reported by the {memory['backend'].iloc[0]} backend (NaN)"
     )
     return [
-        verdict_row(
+        exact_verdict_row(
             "C08",
             "Peak memory rises with batch size",
             "log-log slope of compiled one-step memory (one run) vs B",
             slope,
-            slope,
-            slope,
-            frame["seed"].nunique(),
             "greater",
             f"One SGD step needs {small['step_bytes'] / 2**10:.0f} KiB at B={small['batch_size']} "
             f"and {large['step_bytes'] / 2**10:.0f} KiB at B={large['batch_size']} "

@@ -237,3 +237,13 @@ def test_mean_ci_by_group():
         assert row["ci_low"] == pytest.approx(ref.low) and row["ci_high"] == pytest.approx(ref.high)
     single = st.mean_ci_by_group(df[df.seed == 0], ["cond"], "acc")
     assert single["ci_low"].isna().all()
+
+
+def test_exact_verdict_row_has_no_seeds_and_a_point_interval():
+    from toolkit.stats import exact_verdict_row
+
+    up = exact_verdict_row("C07", "h", "s", 0.7, "greater", "f")
+    assert (up["estimate"], up["ci_low"], up["ci_high"]) == (0.7, 0.7, 0.7)
+    assert up["n_seeds"] == 0 and up["n_resamples"] == 0 and up["verdict"] == "supported"
+    assert exact_verdict_row("C07", "h", "s", -0.1, "greater", "f")["verdict"] == "contradicted"
+    assert exact_verdict_row("C07", "h", "s", 0.05, "greater", "f", 0.1)["verdict"] != "supported"

@@ -312,6 +312,27 @@ def verdict_row(
     return dict(zip(VERDICT_COLUMNS, values, strict=True))
 
 
+def exact_verdict_row(
+    claim_id: str,
+    hypothesis: str,
+    statistic: str,
+    value: float,
+    direction: str,
+    finding: str,
+    smallest_effect: float = 0.0,
+    condition: str = "exact computation (no seeds)",
+) -> dict:
+    """A verdict row for a deterministic quantity (an analytic check, a FLOP count, a
+    compiled buffer size): the interval is the value itself, n_seeds is 0 and nothing is
+    resampled; the verdict applies the same rule to that degenerate interval."""
+    row = verdict_row(
+        claim_id, hypothesis, statistic, value, value, value, 0, direction, finding,
+        smallest_effect=smallest_effect, condition=condition, n_resamples=0,
+    )  # fmt: skip
+    row["verdict"] = verdict(value, value, direction, smallest_effect)
+    return row
+
+
 def _t_interval(mean: float, se: float, df: float, level: float) -> Interval:
     half = sps.t.ppf((1 + level) / 2, df) * se
     return mean, mean - half, mean + half
