@@ -120,9 +120,14 @@ def run(
 ) -> None:
     """Train every run of an experiment that is not done yet, then print its verdicts."""
     budget = _parse_size(memory_budget) if memory_budget else None
-    if deterministic:
-        _set_deterministic()
-    _start_distributed(distributed, coordinator, num_processes, process_id, init_timeout)
+    from toolkit import distributed as processes
+
+    try:  # both must happen before JAX starts its backends
+        if deterministic:
+            processes.deterministic_gpu_ops()
+        processes.start(distributed, coordinator, num_processes, process_id, init_timeout)
+    except processes.DistributedError as err:
+        _fail(str(err))
     from toolkit import results, runner, spec
 
     experiment = _load(name)
@@ -249,35 +254,6 @@ def _parse_size(text: str) -> int:
     if value < 1:
         _fail(f"--memory-budget must be positive, got {text!r}")
     return int(value)
-
-
-def _set_deterministic() -> None:
-    """XLA's deterministic GPU ops; must happen before JAX starts its backends."""
-    import os
-
-    flag = "--xla_gpu_deterministic_ops=true"
-    flags = os.environ.get("XLA_FLAGS", "")
-    if flag not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
-    if "jax" in sys.modules:
-        from jax._src import xla_bridge
-
-        if xla_bridge.backends_are_initialized():
-            _fail("--deterministic must be set before JAX starts; run it in a fresh process")
-
-
-def _start_distributed(requested, coordinator, num_processes, process_id, timeout) -> None:
-    from toolkit import distributed
-
-    explicit = coordinator is not None or num_processes is not None or process_id is not None
-    if explicit and not requested:
-        _fail("--coordinator, --num-processes and --process-id go with --distributed")
-    if not (requested or distributed.cluster_detected()):
-        return
-    try:
-        distributed.initialize(coordinator, num_processes, process_id, timeout)
-    except distributed.DistributedError as err:
-        _fail(str(err))
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""Many processes (hosts) through JAX's own multi-process runtime.
+"""Process set-up: many processes (hosts) through JAX's own multi-process runtime,
+and XLA's deterministic GPU kernels.
 
 ``initialize`` wraps ``jax.distributed.initialize``: with no address it lets JAX
 detect the cluster (SLURM, Open MPI, TPU pods...); with ``coordinator``,
@@ -15,7 +16,9 @@ coordinator's port and fail with a one-line :class:`DistributedError` instead.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import time
 
 import jax
@@ -98,10 +101,44 @@ CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 def cluster_detected(environ: dict | None = None) -> bool:
     """True when the environment describes a multi-process job (SLURM, Open MPI, PMI)."""
-    import os
-
     environ = os.environ if environ is None else environ
     return any(int(environ.get(v, "1") or 1) > 1 for v in CLUSTER_SIZE_VARIABLES)
+
+
+def start(
+    requested: bool,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> bool:
+    """Join the runtime when asked (``--distributed``) or when the environment describes
+    a multi-process job; return whether it did."""
+    explicit = coordinator is not None or num_processes is not None or process_id is not None
+    if explicit and not requested:
+        raise DistributedError(
+            "--coordinator, --num-processes and --process-id go with --distributed"
+        )
+    if not (requested or cluster_detected()):
+        return False
+    initialize(coordinator, num_processes, process_id, timeout_s)
+    return True
+
+
+def deterministic_gpu_ops() -> None:
+    """XLA's deterministic GPU kernels (``--xla_gpu_deterministic_ops=true``), set in
+    XLA_FLAGS; it must happen before JAX starts its backends."""
+    flag = "--xla_gpu_deterministic_ops=true"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            raise DistributedError(
+                "--deterministic must be set before JAX starts; run it in a fresh process"
+            )
 
 
 def is_multiprocess() -> bool:
