@@ -86,8 +86,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from toolkit import alignment, probes
 from toolkit import figures as fig
-from toolkit import probes
 from toolkit.engine import HPARAMS, METRICS, Cohort, CohortSpec
 from toolkit.results import ResultsFolder
 from toolkit.spec import RunConfig, SpecError
@@ -276,12 +276,12 @@ def _measurements(model, config: Config, num_classes: int):
                 scores[(layer, state)] = fit(train_f, y_train, test_f, y_test)
         grams = jnp.stack(
             [
-                jnp.stack([probes.centered_gram(f) for f in features(params, x_cka)])
+                jnp.stack([alignment.centered_gram(f) for f in features(params, x_cka)])
                 for params in (initial, *checkpoints_and_final)
             ]
         )  # (checkpoints, layers + 1, n, n)
-        pair = jax.vmap(jax.vmap(probes.gram_cka, (None, 0)), (0, None))
-        over_time = jax.vmap(jax.vmap(probes.gram_cka, (0, None)), (1, 0))(grams, grams[-1])
+        pair = jax.vmap(jax.vmap(alignment.gram_cka, (None, 0)), (0, None))
+        over_time = jax.vmap(jax.vmap(alignment.gram_cka, (0, None)), (1, 0))(grams, grams[-1])
         return {
             "initial": initial,
             "probes": scores,

@@ -138,3 +138,14 @@ def test_pair_bootstrap_ci_resamples_seeds():
     assert np.isclose(estimate, np.mean(a + b)) and low < estimate < high
     constant = pair_bootstrap_ci(seeds[a], seeds[b], np.ones(len(a)))
     assert constant == (1.0, 1.0, 1.0)
+
+
+def test_gram_cka_equals_the_feature_form():
+    kx, ky = jax.random.split(jax.random.key(4))
+    x = jax.random.normal(kx, (50, 7))
+    y = jnp.tanh(x @ jax.random.normal(ky, (7, 30))) + 0.1 * jax.random.normal(ky, (50, 30))
+    gx, gy = alignment.centered_gram(x), alignment.centered_gram(y)
+    np.testing.assert_allclose(alignment.gram_cka(gx, gy), alignment.linear_cka(x, y), rtol=1e-5)
+    np.testing.assert_allclose(alignment.gram_cka(gx, gx), 1.0, rtol=1e-6)
+    zero = alignment.centered_gram(jnp.ones((50, 3)))
+    assert float(alignment.gram_cka(gx, zero)) == 0.0

@@ -192,5 +192,23 @@ def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
     x = x - x.mean(axis=0)
     y = y - y.mean(axis=0)
     cross = jnp.sum((x.T @ y) ** 2)
-    norms = jnp.linalg.norm(x.T @ x) * jnp.linalg.norm(y.T @ y)
+    return _cka_ratio(cross, jnp.linalg.norm(x.T @ x) * jnp.linalg.norm(y.T @ y))
+
+
+def centered_gram(x: jax.Array) -> jax.Array:
+    """K̃ = H X Xᵀ H for X (n, d) (rows are inputs), H the centering matrix."""
+    x = x.reshape(x.shape[0], -1)
+    x = x - x.mean(axis=0)
+    return x @ x.T
+
+
+def gram_cka(gram_x: jax.Array, gram_y: jax.Array) -> jax.Array:
+    """Linear CKA from two centered Grams (:func:`centered_gram`) of the same n inputs:
+    equal to :func:`linear_cka`, cheaper when many layers (of any widths) are compared
+    with each other, since each Gram is n × n. A zero Gram gives 0."""
+    norms = jnp.linalg.norm(gram_x) * jnp.linalg.norm(gram_y)
+    return _cka_ratio(jnp.sum(gram_x * gram_y), norms)
+
+
+def _cka_ratio(cross: jax.Array, norms: jax.Array) -> jax.Array:
     return jnp.where(norms > 0, cross / jnp.where(norms > 0, norms, 1.0), 0.0)

@@ -1,4 +1,4 @@
-"""Linear read-outs of frozen representations: logistic-regression probes and Gram-form CKA.
+"""Linear read-outs of frozen representations: logistic-regression probes.
 
 A probe is multinomial logistic regression on one layer's activations, fitted on a
 train split and scored on a test split (Alain & Bengio 2016). Every probe gets the
@@ -8,12 +8,7 @@ same fixed budget: features standardized by the train split's mean and SD
 unpenalized). No randomness enters, so a probe is a pure function of its data and
 ``jax.vmap`` over runs (activations with a leading run axis, shared labels) gives
 what fitting the runs one by one gives.
-
-Linear CKA (Kornblith et al. 2019) in Gram form: ⟨K̃_X, K̃_Y⟩ / (‖K̃_X‖ ‖K̃_Y‖) with
-K̃ the doubly centered n × n Gram matrix XXᵀ. It equals
-:func:`toolkit.alignment.linear_cka` (the feature form) and is cheaper when layers are
-wider than the n inputs compared, and lets one Gram per representation be reused
-across many pairs.
+(CKA between representations, feature and Gram forms, is in :mod:`toolkit.alignment`.)
 """
 
 from __future__ import annotations
@@ -85,17 +80,3 @@ def probe(
         "test_acc": jnp.mean(jnp.argmax(logits_test, -1) == y_test),
         "test_loss": optax.softmax_cross_entropy_with_integer_labels(logits_test, y_test).mean(),
     }
-
-
-def centered_gram(x: jax.Array) -> jax.Array:
-    """K̃ = H X Xᵀ H for X (n, d) (rows are inputs), H the centering matrix."""
-    x = x.reshape(x.shape[0], -1)
-    x = x - x.mean(axis=0)
-    return x @ x.T
-
-
-def gram_cka(gram_x: jax.Array, gram_y: jax.Array) -> jax.Array:
-    """Linear CKA from two centered Grams of the same n inputs; 0 if either is zero."""
-    norms = jnp.linalg.norm(gram_x) * jnp.linalg.norm(gram_y)
-    cross = jnp.sum(gram_x * gram_y)
-    return jnp.where(norms > 0, cross / jnp.where(norms > 0, norms, 1.0), 0.0)
