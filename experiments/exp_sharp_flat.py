@@ -41,22 +41,23 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy.stats import kendalltau
 
 from toolkit import figures as fig
 from toolkit import measures as M
 from toolkit import models
+from toolkit.claimtests import Test, per_seed, rank, usable
 from toolkit.data import steps_per_epoch
 from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
-from toolkit.spec import RunConfig
-from toolkit.stats import seed_verdict, spearman_over_seeds, verdict_row
+from toolkit.spec import Count, NonNegative, Positive, RunConfig
 
 CLAIMS = ("C18", "C08")
 #: The figure the claims report links for each claim.
@@ -72,15 +73,17 @@ RESCALE = 4.0
 class Config(RunConfig):
     # scientific: the factors under study
     batch_size: int = 64
-    lr_policy: str = "fixed"  # "fixed": base_lr for all B; "scaled": base_lr · B / reference_batch
-    budget: str = "epochs"  # "epochs": budget_epochs for all; "matched": stop at target_train_loss
+    # "fixed": base_lr for all B; "scaled": base_lr · B / reference_batch
+    lr_policy: Literal["fixed", "scaled"] = "fixed"
+    # "epochs": budget_epochs for all; "matched": stop at target_train_loss
+    budget: Literal["epochs", "matched"] = "epochs"
     # fixed: the protocol
-    base_lr: float = 0.02
-    reference_batch: int = 64
-    budget_epochs: int = 40
-    target_train_loss: float = 0.1
-    matched_min_epochs: int = 60  # matched budget cap: max(min epochs, max steps)
-    matched_max_steps: int = 800
+    base_lr: Positive = 0.02
+    reference_batch: Count = 64
+    budget_epochs: Count = 40
+    target_train_loss: NonNegative = 0.1
+    matched_min_epochs: Count = 60  # matched budget cap: max(min epochs, max steps)
+    matched_max_steps: Count = 800
     widths: tuple[int, ...] = (100, 100)
     optimizer: str = "sgd"
     momentum: float = 0.9
@@ -233,130 +236,135 @@ def _with_derived(summary: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def usable(frame: pd.DataFrame, budget: str) -> pd.DataFrame:
-    """Runs of one budget arm that count: not diverged, and at target for ``matched``."""
-    part = frame[(frame["budget"] == budget) & ~frame["diverged"].astype(bool)]
-    if budget == "matched":
-        part = part[part["reached_target"]]
-    return part
+TESTS = [
+    Test(
+        "tau_sharp_gap", "C18", "primary", "rank_correlation",
+        "Kendall τ(λ_max, train − test accuracy) across a seed's runs at matched train loss",
+        "Flat minima generalize better: across runs stopped at the same train loss, the "
+        "sharper the minimum, the larger the generalization gap",
+        "greater", 0.1,
+        "τ = 0.1 means 55% of run pairs ordered alike: below that sharpness ranks the gap "
+        "little better than chance (Jiang et al. 2020 report τ ≈ 0.1–0.5 for sharpness)",
+        "Per seed, τ over its runs at matched train CE 0.1 (all batch sizes and lr policies "
+        "that reached it; {runs_out}): mean {estimate:.2f} [{low:.2f}, {high:.2f}] over {n} "
+        "of {planned} seeds ({verdict}).",
+        condition="matched train loss, both lr policies",
+    ),
+    Test(
+        "granulated_tau", "C18", "secondary", "mean",
+        "Jiang et al.'s granulated τ: τ(λ_max, gap) within each factor (batch size, lr "
+        "policy), averaged over factors, per seed",
+        "Sharpness ranks the gap when one factor changes at a time", "greater", 0.0,
+        "exploratory: any positive agreement is reported",
+        "Granulated τ {estimate:.2f} [{low:.2f}, {high:.2f}] (n = {n}).",
+        condition="matched train loss",
+    ),
+    Test(
+        "tau_batch_sharp_fixed", "C18", "secondary", "rank_correlation",
+        "Kendall τ(B, λ_max) per seed over the batch sizes that reached the target",
+        "Larger batches end in sharper minima (fixed lr)", "greater", 0.0,
+        "exploratory: the direction Keskar et al. report",
+        "τ(B, λ_max) {estimate:.2f} [{low:.2f}, {high:.2f}] (n = {n}).",
+        condition="matched train loss, fixed lr",
+    ),
+    Test(
+        "tau_batch_sharp_scaled", "C18", "secondary", "rank_correlation",
+        "Kendall τ(B, λ_max) per seed over the batch sizes that reached the target",
+        "Larger batches end in sharper minima (lr ∝ B)", "greater", 0.0,
+        "exploratory: the direction Keskar et al. report",
+        "τ(B, λ_max) {estimate:.2f} [{low:.2f}, {high:.2f}] (n = {n}).",
+        condition="matched train loss, scaled lr",
+    ),
+    Test(
+        "tau_batch_gap_scaled", "C18", "secondary", "rank_correlation",
+        "Kendall τ(B, train − test accuracy) per seed over the batch sizes that reached it",
+        "Larger batches generalize worse (lr ∝ B)", "greater", 0.0,
+        "exploratory: the direction Keskar et al. report",
+        "τ(B, gap) {estimate:.2f} [{low:.2f}, {high:.2f}] (n = {n}).",
+        condition="matched train loss, scaled lr",
+    ),
+    Test(
+        "tau_batch_sharp_epochs", "C18", "secondary", "rank_correlation",
+        "Kendall τ(B, λ_max) per seed, 40 epochs for every batch size (losses differ)",
+        "Larger batches end in sharper minima at an equal epoch budget (fixed lr)",
+        "greater", 0.0,
+        "exploratory: the train losses differ across B here, so curvature is not compared "
+        "like with like",
+        "τ(B, λ_max) {estimate:.2f} [{low:.2f}, {high:.2f}] (n = {n}).",
+        condition="equal epochs, fixed lr",
+    ),
+    Test(
+        "rescaling", "C18", "secondary", "log_ratio",
+        "|log(λ_max after a ×4/×¼ ReLU rescaling / λ_max)|, mean over a seed's matched runs",
+        "Raw sharpness is not invariant to a function-preserving rescaling (Dinh et al. 2017)",
+        "greater", 0.1,
+        "a change under 10% (|log| < 0.1) would be within Lanczos' own accuracy here",
+        "Rescaling changed the raw top eigenvalue by e^{estimate:.2f} [e^{low:.2f}, "
+        "e^{high:.2f}]; the adaptive one by at most {adaptive:.1e} (log-ratio).",
+        condition="reparametrization caveat",
+    ),
+    Test(
+        "noise_slope", "C08", "secondary", "slope",
+        "slope of log gradient variance vs log B (finite-population corrected), + 1",
+        "Minibatch gradient variance falls as 1/B", "within", 0.15,
+        "±0.15 around −1 separates 1/B from 1/√B (−0.5) and 1/B² (−2) with room for noise",
+        "Slope −1 {estimate:+.3f} [{low:+.3f}, {high:+.3f}] (n = {n}).",
+    ),
+]  # fmt: skip
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
+def _granulated(part: pd.DataFrame) -> float:
+    """Jiang et al. (2020) granulated τ for one seed: for each factor, the mean τ over
+    groups where only that factor varies, then the mean over factors."""
+    per_factor = []
+    for factor, others in (("batch_size", "lr_policy"), ("lr_policy", "batch_size")):
+        taus = []
+        for _, group in part.groupby(others):
+            if group[factor].nunique() >= 2 and group["lambda_max"].nunique() >= 2:
+                taus.append(kendalltau(group["lambda_max"], group["gap_acc"]).statistic)
+        taus = [t for t in taus if np.isfinite(t)]
+        if taus:
+            per_factor.append(float(np.mean(taus)))
+    return float(np.mean(per_factor)) if per_factor else float("nan")
+
+
+def matched_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Runs of the matched arm that count: not diverged and at the target loss."""
+    return usable(frame[frame["budget"] == "matched"], "reached_target")
+
+
+def analyze(results: ResultsFolder) -> dict:
     frame = _with_derived(results.summary())
-    rows: list[dict] = []
-    for budget in ("matched", "epochs"):
-        for policy in ("fixed", "scaled"):
-            part = usable(frame[frame["lr_policy"] == policy], budget)
-            condition = f"{budget} budget, {policy} lr"
-            dropped = int(
-                ((frame["budget"] == budget) & (frame["lr_policy"] == policy)).sum()
-            ) - len(part)
-            note = f" ({dropped} runs diverged or missed the target, left out)" if dropped else ""
-            if part["batch_size"].nunique() < 2:
-                continue
-            measures = [("lambda_max", "top Hessian eigenvalue")]
-            if budget == "matched" and policy == "fixed":
-                measures += [
-                    ("hessian_trace", "Hessian trace"),
-                    ("keskar_1e-3", "Keskar ε-sharpness (1e-3)"),
-                    ("adaptive_sharpness", "adaptive (rescaling-invariant) sharpness"),
-                ]
-            for column, name in measures:
-                rho, low, high = spearman_over_seeds(part, "log_batch", column)
-                ratio = _ratio(part, column)
-                rows.append(
-                    verdict_row(
-                        "C18",
-                        f"Larger batches end in sharper minima ({name} rises with batch size)",
-                        f"Spearman ρ(log B, {column})",
-                        rho,
-                        low,
-                        high,
-                        part["seed"].nunique(),
-                        "greater",
-                        f"{name}: ρ = {rho:.2f} [{low:.2f}, {high:.2f}]; largest/smallest batch "
-                        f"mean ratio {ratio:.2g}{note}.",
-                        condition=condition,
-                    )
-                )
-            rho, low, high = spearman_over_seeds(part, "log_batch", "gap_acc")
-            rows.append(
-                verdict_row(
-                    "C18",
-                    "Larger batches generalize worse (train−test accuracy gap rises with batch size)",
-                    "Spearman ρ(log B, train acc − test acc)",
-                    rho,
-                    low,
-                    high,
-                    part["seed"].nunique(),
-                    "greater",
-                    f"Gap vs batch: ρ = {rho:.2f} [{low:.2f}, {high:.2f}]; test accuracy "
-                    f"{_mean_at(part, 'final_test_acc', 'min'):.1%} at B={part['batch_size'].min()} vs "
-                    f"{_mean_at(part, 'final_test_acc', 'max'):.1%} at B={part['batch_size'].max()}.",
-                    condition=condition,
-                )
-            )
-    matched = usable(frame, "matched")
-    if len(matched) > 2:
-        rho, low, high = spearman_over_seeds(matched, "lambda_max", "gap_acc")
-        rows.append(
-            verdict_row(
-                "C18",
-                "Sharpness correlates with the generalization gap across runs",
-                "Spearman ρ(top eigenvalue, accuracy gap), matched loss, both policies",
-                rho,
-                low,
-                high,
-                matched["seed"].nunique(),
-                "greater",
-                f"Across {len(matched)} runs at matched train loss: ρ = {rho:.2f} [{low:.2f}, {high:.2f}].",
-                condition="matched budget",
-            )
-        )
-    if "rescaled_lambda_max" in frame:
-        base = frame[frame["budget"] == "matched"]
-        log_raw = np.log(base["rescaled_lambda_max"] / base["lambda_max"])
-        log_adaptive = np.log(base["rescaled_adaptive_lambda_max"] / base["adaptive_lambda_max"])
-        rows.append(
-            seed_verdict(
-                "C18",
-                "Raw sharpness is not invariant to a function-preserving ReLU rescaling (×4 / ×¼)",
-                "|log(λ_max rescaled / λ_max)|",
-                np.abs(log_raw.groupby(base["seed"]).mean()),
-                "greater",
-                "Rescaling changed the raw top eigenvalue by a factor e^{estimate:.2f} "
-                f"[e^{{low:.2f}}, e^{{high:.2f}}]; the adaptive one by at most "
-                f"{float(np.abs(log_adaptive).max()):.1e} (log-ratio).".replace("{{", "{").replace(
-                    "}}", "}"
-                ),
-                smallest_effect=0.1,
-                condition="reparametrization caveat",
-            )
-        )
-    slopes = frame.groupby("seed")["grad_var_slope"].mean()
-    rows.append(
-        seed_verdict(
-            "C08",
-            "Minibatch gradient variance falls as 1/B (log-log slope within ±0.15 of −1)",
-            "slope of log variance vs log B, + 1",
-            slopes + 1.0,
-            "within",
-            "Slope of log gradient variance (finite-population corrected) vs log B: "
-            "−1 {estimate:+.3f} [{low:+.3f}, {high:+.3f}].",
-            smallest_effect=0.15,
-        )
+    seeds = frame["seed"].nunique()
+    matched, excluded = matched_runs(frame)
+    runs_out = "; ".join(f"{n} runs {why}" for why, n in excluded.items()) or "no run left out"
+    per_seed_granulated = {s: _granulated(part) for s, part in matched.groupby("seed")}
+    evidence = {
+        "tau_sharp_gap": rank(
+            matched, "lambda_max", "gap_acc", levels="batch_size", planned=seeds, runs_out=runs_out
+        ),
+        "granulated_tau": per_seed(per_seed_granulated, planned=seeds),
+    }
+    for key, policy, column in (
+        ("tau_batch_sharp_fixed", "fixed", "lambda_max"),
+        ("tau_batch_sharp_scaled", "scaled", "lambda_max"),
+        ("tau_batch_gap_scaled", "scaled", "gap_acc"),
+    ):
+        part = matched[matched["lr_policy"] == policy]
+        evidence[key] = rank(part, "batch_size", column, planned=seeds)
+    epochs, _ = usable(frame[(frame["budget"] == "epochs") & (frame["lr_policy"] == "fixed")])
+    evidence["tau_batch_sharp_epochs"] = rank(epochs, "batch_size", "lambda_max", planned=seeds)
+    base, _ = usable(frame[frame["budget"] == "matched"])
+    log_raw = np.abs(np.log(base["rescaled_lambda_max"] / base["lambda_max"]))
+    log_adaptive = np.log(base["rescaled_adaptive_lambda_max"] / base["adaptive_lambda_max"])
+    evidence["rescaling"] = per_seed(
+        log_raw.groupby(base["seed"]).mean(), adaptive=float(np.abs(log_adaptive).max())
     )
-    return rows
-
-
-def _ratio(part: pd.DataFrame, column: str) -> float:
-    means = part.groupby("batch_size")[column].mean()
-    return float(means.iloc[-1] / means.iloc[0]) if means.iloc[0] else float("nan")
-
-
-def _mean_at(part: pd.DataFrame, column: str, which: str) -> float:
-    b = part["batch_size"].min() if which == "min" else part["batch_size"].max()
-    return float(part.loc[part["batch_size"] == b, column].mean())
+    valid, _ = usable(frame)
+    evidence["noise_slope"] = per_seed(
+        valid.groupby("seed")["grad_var_slope"].mean() + 1.0, planned=seeds
+    )
+    return evidence
 
 
 # ----- figures ---------------------------------------------------------------------------
@@ -408,23 +416,34 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
 
     matched = frame[frame["budget"] == "matched"]
     if len(matched) > 2:
-        figure, ax = plt.subplots(figsize=(4.4, 3.4))
-        points = ax.scatter(
-            matched["lambda_max"],
-            matched["gap_acc"],
-            c=np.log2(matched["batch_size"]),
-            cmap="viridis",
-            s=14,
-            marker="o",
-        )
+        figure, ax = plt.subplots(figsize=(4.6, 3.5))
+        for policy, marker in (("fixed", "o"), ("scaled", "^")):
+            part = matched[matched["lr_policy"] == policy]
+            points = ax.scatter(
+                part["lambda_max"],
+                part["gap_acc"],
+                c=np.log2(part["batch_size"]),
+                cmap="viridis",
+                vmin=np.log2(frame["batch_size"].min()),
+                vmax=np.log2(frame["batch_size"].max()),
+                s=16,
+                marker=marker,
+                label=f"{policy} lr",
+            )
         bar = figure.colorbar(points, ax=ax)
         bar.set_label("log₂ batch size")
-        rho, low, high = spearman_over_seeds(matched, "lambda_max", "gap_acc")
+        primary = rank(matched, "lambda_max", "gap_acc", levels="batch_size").interval
+        low, high = primary.ci()
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xlabel("top Hessian eigenvalue")
+        ax.set_xlabel("top Hessian eigenvalue λ_max (log scale)")
         ax.set_ylabel("train − test accuracy")
-        ax.set_title(f"At matched train loss: Spearman ρ = {rho:.2f} [{low:.2f}, {high:.2f}]")
+        ax.legend(fontsize=7)
+        ax.set_title(
+            f"Sharper ≠ larger gap at matched loss: mean per-seed Kendall τ = "
+            f"{primary.estimate:.2f} [{low:.2f}, {high:.2f}]\n"
+            f"{len(matched)} runs that reached train CE 0.1, n = {primary.n} seeds",
+            fontsize=8,
+        )
         paths.append(fig.save(figure, out_dir, "gap_vs_sharpness"))
 
     # Landscapes at matched train loss, per policy: the smallest and the largest batch

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -32,8 +33,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from toolkit import claimtests, distributed
 from toolkit import data as datasets
-from toolkit import distributed
 from toolkit.engine import (
     HPARAMS,
     METRICS,
@@ -47,8 +48,7 @@ from toolkit.engine import (
 )
 from toolkit.parallel import RunAxis
 from toolkit.results import ResultsFolder, save_params
-from toolkit.spec import Experiment, RunConfig, SpecError
-from toolkit.stats import VERDICT_COLUMNS
+from toolkit.spec import MAX_SEEDS, Experiment, RunConfig, SpecError
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,28 @@ def run_id(experiment: str, config: RunConfig, seed: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+#: Characters a results folder name may keep; any other becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+_MAX_NAME = 100
+
+
 def folder_name(profile: str, overrides: dict) -> str:
+    """``default+epochs=20``: the profile and its ``--set`` overrides, as one safe name.
+
+    Never a path: characters outside ``[A-Za-z0-9._=,+-]`` and any ``..`` become "_";
+    when that changed the name, or it is long, a hash of the exact overrides is
+    appended, so different overrides never share a folder.
+    """
     if not overrides:
         return profile
     parts = [f"{k}={_text(v)}" for k, v in sorted(overrides.items())]
-    return f"{profile}+{','.join(parts)}"
+    raw = f"{profile}+{','.join(parts)}"
+    name = re.sub(r"\.\.+", "_", _UNSAFE.sub("_", raw))
+    if name != raw or len(name) > _MAX_NAME:
+        exact = json.dumps({k: _text(v) for k, v in overrides.items()}, sort_keys=True)
+        digest = hashlib.sha256(f"{profile}\0{exact}".encode()).hexdigest()[:10]
+        name = f"{name[:_MAX_NAME]}+{digest}"
+    return name
 
 
 def _text(value) -> str:
@@ -204,10 +221,14 @@ def run_experiment(
     overrides = overrides or {}
     writer = distributed.is_writer()
     seeds = seeds if seeds is not None else int(experiment.profile(profile).get("seeds", 10))
-    if seeds < 1:
-        raise SpecError(f"--seeds must be a positive integer, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise SpecError(f"--seeds must be an integer from 1 to {MAX_SEEDS:,}, got {seeds}")
+    # Every config is validated while planning; nothing is written before this point,
+    # nor before every file already in the folder reads back well-formed.
     runs = plan_runs(experiment, profile, seeds, overrides)
     folder = ResultsFolder(Path(out) / experiment.name / folder_name(profile, overrides))
+    if writer and not force:
+        folder.check()
     done_mask = np.zeros(len(runs), np.int32)
     if writer:
         folder.prepare(experiment.name)
@@ -284,7 +305,7 @@ def run_experiment(
         bar.set_postfix_str(f"runs {runs_done}/{len(todo)}")
     bar.close()
     if not writer:
-        return RunReport(folder, pd.DataFrame(columns=VERDICT_COLUMNS), [], len(todo), 0)
+        return RunReport(folder, pd.DataFrame(columns=claimtests.VERDICT_COLUMNS), [], len(todo), 0)
     _run_standalone(experiment, folder, profile, seeds, force)
 
     verdicts = analyze(experiment, folder)
@@ -371,9 +392,9 @@ def _save_params(experiment: Experiment, folder: ResultsFolder, runs, result) ->
 
 
 def analyze(experiment: Experiment, folder: ResultsFolder) -> pd.DataFrame:
-    """The experiment's verdict rows, written to verdicts.csv."""
-    rows = experiment.module.analyze(folder)
-    verdicts = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    """The experiment's verdict rows (its declared tests, see :mod:`toolkit.claimtests`),
+    written to verdicts.csv."""
+    verdicts = claimtests.experiment_verdicts(experiment.module, folder)
     folder.write_verdicts(verdicts)
     return verdicts
 
