@@ -352,6 +352,10 @@ def adjust_family(frames: Mapping[str, pd.DataFrame], alpha: float = ALPHA) -> d
     """Holm over the primaries of all experiments (one family); each primary's verdict
     is re-decided from its adjusted p-value. Returns new frames (same keys)."""
     out = {name: frame.copy() for name, frame in frames.items()}
+    for frame in out.values():
+        if "p_holm" not in frame:
+            frame["p_holm"] = math.nan
+        frame["p_holm"] = frame["p_holm"].astype(float)
     entries = []
     for name, frame in out.items():
         for index in frame.index[frame["role"] == "primary"]:

@@ -5,12 +5,14 @@ meta.json) for every experiment and writes ``results/REPORT.md`` and
 ``results/REPORT.html`` (the same content, figures shown inline). Nothing is trained
 and nothing time-dependent is written, so the same results give the same bytes.
 
-A claim's row gathers the verdict rows of every experiment that tests it: one
-verdict when they agree, else ``mixed`` with the counts; its key number is the first
-row's statistic with its 95% CI. A claim no experiment has results for says
-``not run``; a claim the claims file marks not-testable says so. Then one section per
-experiment: provenance (profile, seeds, commit, machine, wall time), every verdict row,
-and the figures. Result folders named ``<profile>-<tag>`` beside ``<profile>`` (the
+A claim's row is its one pre-declared primary test (:mod:`toolkit.claimtests`): the
+estimate with its 95% CI, seeds used of planned, the raw and Holm-adjusted p-value
+(the primaries of all experiments are one family) and the verdict the adjusted p-value
+decides, with the figure that shows it. Secondary rows are exploratory and never vote;
+checks (deterministic computations) are shown apart, without intervals. A claim no
+experiment has results for says ``not run``; a claim the claims file marks
+not-testable says so. Then one section per experiment: provenance (profile, seeds,
+commit, machine, wall time), its primary, secondary and check rows, and the figures. Result folders named ``<profile>-<tag>`` beside ``<profile>`` (the
 same command on other hardware, e.g. ``default-h200``) are compared with
 :mod:`toolkit.compare` in a section of their own.
 """
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from toolkit import claimtests, runner, spec
 from toolkit import compare as cmp
-from toolkit import runner, spec
 from toolkit.results import ResultsFolder, atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,17 +150,19 @@ def _num(x: float) -> str:
     return "—" if pd.isna(x) else f"{x:.3g}"
 
 
+def _p(x: float) -> str:
+    if pd.isna(x):
+        return "—"
+    return "< 1e-4" if x < 1e-4 else f"{x:.2g}"
+
+
 def _key_number(row) -> str:
-    return f"{row.statistic} = {_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}]"
-
-
-def _overall(verdicts: pd.Series) -> str:
-    counts = verdicts.value_counts()
-    if len(counts) == 1:
-        return str(counts.index[0])
-    order = ["supported", "contradicted", "inconclusive"]
-    parts = [f"{counts[v]} {v}" for v in order if v in counts]
-    return "mixed (" + ", ".join(parts) + ")"
+    if row.role == "check":
+        return f"{row.statistic} = {_num(row.estimate)} (exact)"
+    return (
+        f"{row.statistic} = {_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}]"
+        f" (n = {row.n_seeds}/{row.n_planned})"
+    )
 
 
 def gather(results: Path, profile: str) -> list[ExperimentResults]:
@@ -168,10 +172,15 @@ def gather(results: Path, profile: str) -> list[ExperimentResults]:
         if not (folder.path / "verdicts.csv").exists():
             continue
         verdicts = folder.verdicts()
-        verdicts["condition"] = verdicts["condition"].fillna("").astype(str)
+        for column in ("condition", "reason", "excluded"):
+            if column in verdicts:
+                verdicts[column] = verdicts[column].fillna("").astype(str)
         fig_dir = results.parent / "paper_figures" / name / profile
         figures = sorted(fig_dir.glob("*.png"))
         found.append(ExperimentResults(spec.load(name), folder, verdicts, figures))
+    adjusted = claimtests.adjust_family({f.experiment.name: f.verdicts for f in found})
+    for f in found:
+        f.verdicts = adjusted[f.experiment.name]
     return found
 
 
@@ -210,37 +219,60 @@ def _relative(path: Path, base: Path) -> str:
     return os.path.relpath(path.resolve(), base.resolve())
 
 
-CLAIM_HEADER = ["id", "the article says", "experiments", "key number", "verdict", "figure"]
+CLAIM_HEADER = [
+    "id",
+    "the article says",
+    "primary test",
+    "estimate [95% CI] (n used/planned)",
+    "p (Holm)",
+    "verdict",
+    "figure",
+]
 
 
 def claim_rows(
     claims: list[Claim], found: list[ExperimentResults], link_base: Path, anchors: bool = True
 ) -> list[list[str]]:
-    """One row per claim: experiments, key number with CI, overall verdict, figure link
+    """One row per claim: its primary test (experiment, statistic, estimate with CI and
+    seeds used/planned, raw and Holm-adjusted p, verdict) and the figure that shows it
     (relative to ``link_base``; experiment names link to their report sections when
     ``anchors``)."""
     rows = []
     for claim in claims:
-        hits = [(f, f.verdicts[f.verdicts["claim_id"] == claim.id]) for f in found]
-        hits = [(f, v) for f, v in hits if not v.empty]
         if not claim.testable:
-            rows.append([claim.id, claim.statement, "—", "—", "not-testable", "—"])
+            rows.append([claim.id, claim.statement, "—", "—", "—", "not-testable", "—"])
             continue
+        hits = [
+            (f, r)
+            for f in found
+            for r in f.verdicts[
+                (f.verdicts["claim_id"] == claim.id) & (f.verdicts["role"] == "primary")
+            ].itertuples()
+        ]
         if not hits:
-            rows.append([claim.id, claim.statement, "—", "—", "not run", "—"])
+            rows.append([claim.id, claim.statement, "—", "—", "—", "not run", "—"])
             continue
-        first_found, first_rows = hits[0]
-        first = next(first_rows.itertuples())
-        number = _key_number(first) + (f" ({first.condition})" if first.condition else "")
-        total = sum(len(v) for _, v in hits)
-        if total > 1:
-            number += f"; {total} rows"
-        verdicts = pd.concat([v["verdict"] for _, v in hits])
-        names = [f.experiment.name for f, _ in hits]
-        experiments = ", ".join(f"[`{n}`](#{n})" if anchors else f"`{n}`" for n in names)
-        figure = _claim_figure(first_found, claim.id)
+        f, row = hits[0]
+        name = f.experiment.name
+        where = f"[`{name}`](#{name})" if anchors else f"`{name}`"
+        test = f"{where}: {row.statistic}" + (f" ({row.condition})" if row.condition else "")
+        if row.role == "check":
+            number, p = f"{_num(row.estimate)} (exact computation)", "— (check)"
+        else:
+            number = (
+                f"{_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}] "
+                f"({row.n_seeds}/{row.n_planned})"
+            )
+            p = f"{_p(row.p_value)} ({_p(row.p_holm)})"
+        verdict = row.verdict
+        if verdict == "inconclusive":
+            if row.reason:
+                verdict += f": {row.reason}"
+            elif pd.notna(row.seeds_needed):
+                verdict += f" (~{int(row.seeds_needed):,} seeds for 80% power)"
+        figure = _claim_figure(f, claim.id)
         link = f"[figure]({_link(figure, link_base)})" if figure else "—"
-        rows.append([claim.id, claim.statement, experiments, number, _overall(verdicts), link])
+        rows.append([claim.id, claim.statement, test, number, p, verdict, link])
     return rows
 
 
@@ -252,11 +284,20 @@ def build(results: Path | str = "results", profile: str = "default") -> Doc:
     doc.heading(1, "How neural networks learn: the claims, tested")
     doc.para(
         f"Generated by `toolkit report --profile {profile}` from the CSVs under "
-        f"`{results.name}/` (no training). Verdicts: the 95% CI over seeds lies on the "
-        "predicted side (`supported`), on the other side (`contradicted`), or covers "
-        "zero (`inconclusive`); `mixed` means the rows of a claim disagree (conditions "
-        "or measures differ; see the experiment's section). Key number: the claim's "
-        "first verdict row."
+        f"`{results.name}/` (no training). Each claim is decided by one pre-declared "
+        "primary test. Verdicts, for a smallest effect of interest m declared with its "
+        "reason: `supported` when the 95% CI over seeds lies beyond m on the predicted "
+        "side, `contradicted` when it lies on the other side of m, else `inconclusive` "
+        "(with the seeds an 80%-power calculation says would settle it, or the reason no "
+        "interval can: too few seeds or levels, or a zero-width interval); equivalence "
+        "claims use TOST (the 90% CI inside ±m). The twenty primaries are one family: "
+        "their p-values are Holm-adjusted at α = 0.05 and the adjusted p decides. "
+        "Intervals: t over per-seed values (means, paired differences, log-ratios, "
+        "slopes, per-seed Kendall τ), Clopper–Pearson for fractions of seeds, a "
+        "studentized bootstrap over seeds otherwise. Diverged runs and runs that did "
+        "not reach the comparison point are excluded and counted (n used/planned). "
+        "Secondary rows in the experiment sections are exploratory and never vote; "
+        "checks are deterministic computations, shown without intervals."
     )
     doc.heading(2, "Claims")
     doc.table(CLAIM_HEADER, claim_rows(claims, found, results))
@@ -294,24 +335,74 @@ def _experiment_section(doc: Doc, found: ExperimentResults, results: Path) -> No
         f"{found.experiment.summary_line} Claims: {', '.join(found.experiment.claims)}. "
         f"Command: `toolkit run {name} --seeds {found.folder.meta().get('seeds', 10)}`."
     )
-    rows = [
-        [
-            r.claim_id,
-            r.condition,
-            r.statistic,
-            _num(r.estimate),
-            f"[{_num(r.ci_low)}, {_num(r.ci_high)}]",
-            str(r.n_seeds),
-            r.verdict,
-            str(r.finding),
-        ]
-        for r in found.verdicts.itertuples()
-    ]
-    doc.table(
-        ["claim", "condition", "statistic", "estimate", "95% CI", "n", "verdict", "finding"], rows
-    )
+    verdicts = found.verdicts
+    for role, title in (
+        ("primary", "Primary tests (decide the claims)"),
+        ("secondary", "Secondary tests (exploratory, never vote)"),
+    ):
+        part = verdicts[verdicts["role"] == role]
+        if part.empty:
+            continue
+        doc.para(f"**{title}**")
+        doc.table(
+            [
+                "claim",
+                "condition",
+                "statistic",
+                "estimate",
+                "95% CI",
+                "n used/planned",
+                "p (Holm)",
+                "verdict",
+                "smallest effect (why)",
+                "finding",
+            ],
+            [
+                [
+                    r.claim_id,
+                    r.condition,
+                    r.statistic,
+                    _num(r.estimate),
+                    f"[{_num(r.ci_low)}, {_num(r.ci_high)}]",
+                    f"{r.n_seeds}/{r.n_planned}" + (f" ({r.excluded})" if r.excluded else ""),
+                    _p(r.p_value) + (f" ({_p(r.p_holm)})" if role == "primary" else ""),
+                    _verdict_text(r),
+                    f"{r.direction} {_num(r.smallest_effect)} ({r.effect_reason})",
+                    str(r.finding),
+                ]
+                for r in part.itertuples()
+            ],
+        )
+    checks = verdicts[verdicts["role"] == "check"]
+    if not checks.empty:
+        doc.para("**Checks (deterministic computations, no interval)**")
+        doc.table(
+            ["claim", "condition", "statistic", "value", "verdict", "bound (why)", "finding"],
+            [
+                [
+                    r.claim_id,
+                    r.condition,
+                    r.statistic,
+                    _num(r.estimate),
+                    r.verdict,
+                    f"{r.direction} {_num(r.smallest_effect)} ({r.effect_reason})",
+                    str(r.finding),
+                ]
+                for r in checks.itertuples()
+            ],
+        )
     if found.figures:
         doc.images([(p.stem, _link(p, results)) for p in found.figures])
+
+
+def _verdict_text(row) -> str:
+    if row.verdict != "inconclusive":
+        return row.verdict
+    if row.reason:
+        return f"inconclusive: {row.reason}"
+    if pd.notna(row.seeds_needed):
+        return f"inconclusive (~{int(row.seeds_needed):,} seeds for 80% power)"
+    return "inconclusive"
 
 
 def _hardware_section(doc: Doc, results: Path, profile: str, found) -> None:

@@ -13,6 +13,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
+from toolkit import intervals
+
 VERDICT_COLUMNS = (
     "claim_id condition hypothesis statistic direction smallest_effect estimate ci_low ci_high "
     "n_seeds verdict seeds_needed n_resamples resample_seed finding"
@@ -360,24 +362,17 @@ def mean_ci_by_group(
 
 
 def paired_t_ci(diffs: ArrayLike, level: float = 0.95) -> Interval:
-    """(mean, low, high): one-sample t-interval of paired differences (NaNs dropped)."""
-    d = _drop_nan(diffs)
-    if len(d) < 2:
-        return (float(np.mean(d)) if len(d) else math.nan), math.nan, math.nan
-    m, lo, hi = _t_interval(float(np.mean(d)), float(sps.sem(d)), len(d) - 1, level)
-    return m, float(lo), float(hi)
+    """(mean, low, high): the verdicts' t-interval of paired differences (NaNs dropped)."""
+    interval = intervals.t_interval(diffs)
+    low, high = interval.ci(level)
+    return interval.estimate, float(low), float(high)
 
 
 def welch_ci(a: ArrayLike, b: ArrayLike, level: float = 0.95) -> Interval:
     """(mean(a) - mean(b), low, high) with Welch-Satterthwaite degrees of freedom."""
-    a, b = _drop_nan(a), _drop_nan(b)
-    diff = float(np.mean(a) - np.mean(b)) if len(a) and len(b) else math.nan
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    _, lo, hi = _t_interval(diff, float(np.sqrt(va + vb)), dof, level)
-    return diff, float(lo), float(hi)
+    interval = intervals.welch_interval(a, b)
+    low, high = interval.ci(level)
+    return interval.estimate, float(low), float(high)
 
 
 def tost_equivalent(diff_low: float, diff_high: float, tol: float) -> bool:
