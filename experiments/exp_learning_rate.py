@@ -87,7 +87,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import matplotlib.pyplot as plt
 import matplotlib.transforms as mtransforms
@@ -100,7 +100,7 @@ from toolkit import figures as fig
 from toolkit.data import steps_per_epoch
 from toolkit.engine import CohortSpec
 from toolkit.results import ResultsFolder
-from toolkit.spec import RunConfig, SpecError
+from toolkit.spec import Count, LossName, RunConfig, SpecError, Widths
 from toolkit.stats import bootstrap_ci, seed_verdict, verdict_row
 
 CLAIMS = ("C04",)
@@ -119,24 +119,24 @@ class Config(RunConfig):
     # scientific: the factor under study
     learning_rate: float = 0.1
     # scientific: the protocol a run belongs to ("sweep", "eos" or "threshold")
-    arm: str = "sweep"
+    arm: Literal[ARMS] = "sweep"
     dataset: str = "mnist1d"  # set per arm by the grid: mnist1d (sweep), mnist5k (GD arms)
     # fixed: the protocol
     model: str = "mlp"
     activation: str = "relu"
     optimizer: str = "sgd"
     momentum: float = 0.0  # plain SGD and GD
-    sweep_widths: tuple[int, ...] = (100, 100)
-    sweep_loss: str = "ce"
-    sweep_batch: int = 100
-    sweep_steps: int = 1200  # fixed step budget (30 epochs of 40 steps on MNIST-1D)
-    sweep_history: int = 10  # evaluations per sweep run (every 3 epochs = 120 steps)
-    gd_widths: tuple[int, ...] = (32, 32, 32)
-    gd_loss: str = "mse"
-    eos_steps: int = 300  # full-batch steps = epochs
-    threshold_steps: int = 100  # evaluated (λ_max too) at init and at the end only
-    sharpness_every: int = 30  # k: λ_max every k steps (one evaluation) in the eos arm
-    sharpness_examples: int = 3000  # λ_max on the first N train examples (all of mnist5k)
+    sweep_widths: Widths = (100, 100)
+    sweep_loss: LossName = "ce"
+    sweep_batch: Count = 100
+    sweep_steps: Count = 1200  # fixed step budget (30 epochs of 40 steps on MNIST-1D)
+    sweep_history: Count = 10  # evaluations per sweep run (every 3 epochs = 120 steps)
+    gd_widths: Widths = (32, 32, 32)
+    gd_loss: LossName = "mse"
+    eos_steps: Count = 300  # full-batch steps = epochs
+    threshold_steps: Count = 100  # evaluated (λ_max too) at init and at the end only
+    sharpness_every: Count = 30  # k: λ_max every k steps (one evaluation) in the eos arm
+    sharpness_examples: Count = 3000  # λ_max on the first N train examples (all of mnist5k)
 
     DERIVED: ClassVar[dict[str, str]] = {
         name: "set the arm's own field (sweep_*, gd_*, eos_steps, threshold_steps, sharpness_*)"

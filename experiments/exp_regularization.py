@@ -56,6 +56,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +97,8 @@ class Config(RunConfig):
     # scientific: the factors under study
     dropout: float = 0.0  # dropout rate after each hidden layer (training only)
     weight_decay: float = 0.0  # coupled L2: λθ added to the gradient (Adam + L2, not AdamW)
-    augment: str = "none"  # "none" or "on" (the dataset's transforms, AUGMENTATION)
+    # "none" or "on" (the dataset's transforms, AUGMENTATION)
+    augment: Literal["none", "on"] = "none"
     # scientific: the setting each claim is tested in
     dataset: str = "mnist1d"  # "mnist1d" or "mnist5k"
     # fixed: the protocol

@@ -78,7 +78,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +90,7 @@ from toolkit import alignment, probes
 from toolkit import figures as fig
 from toolkit.engine import HPARAMS, METRICS, Cohort, CohortSpec
 from toolkit.results import ResultsFolder
-from toolkit.spec import RunConfig, SpecError
+from toolkit.spec import Count, NonNegative, Positive, Range, RunConfig, SpecError, Widths
 from toolkit.stats import seed_verdict
 
 CLAIMS = ("C09",)
@@ -107,26 +107,27 @@ class Config(RunConfig):
     dataset: str = "mnist1d"  # "mnist1d" or "mnist5k"
     model: str = "mlp"  # "mlp", "cnn" (1-D, MNIST-1D) or "cnn2d" (2-D, MNIST-5k)
     # fixed: the architectures
-    mlp_widths: tuple[int, ...] = (128, 128, 128)
-    cnn_channels: tuple[int, ...] = (25, 25, 25)  # MNIST-1D ConvBase
-    cnn2d_channels: tuple[int, ...] = (8, 16, 32)
+    mlp_widths: Widths = (128, 128, 128)
+    cnn_channels: Widths = (25, 25, 25)  # MNIST-1D ConvBase
+    cnn2d_channels: Widths = (8, 16, 32)
     # fixed: the training protocol
     optimizer: str = "sgd"
     learning_rate: float = 0.05
     momentum: float = 0.9
     batch_size: int = 100
-    epochs_mnist1d: int = 24
-    epochs_mnist5k: int = 12
+    epochs_mnist1d: Count = 24
+    epochs_mnist5k: Count = 12
     history_points: int = 2  # evaluate at T/2 (checked against the checkpoint) and at T
     # fixed: the measurement protocol
-    checkpoint_fractions: tuple[float, ...] = (1 / 12, 1 / 2)  # of the epochs
-    probe_steps: int = probes.PROBE_STEPS
-    probe_learning_rate: float = probes.PROBE_LEARNING_RATE
-    probe_l2: float = probes.PROBE_L2
-    cka_examples: int = 500  # the first test examples
-    filter_units: int = 16  # MLP units 0..n-1 of seed 0 kept for the filter figures
-    window_2d: int = 7  # localization window (MNIST): k × k pixels
-    window_1d: int = 8  # localization window (MNIST-1D): k positions
+    # of the epochs, each strictly between 0 and 1
+    checkpoint_fractions: Annotated[tuple[float, ...], Range(gt=0, lt=1)] = (1 / 12, 1 / 2)
+    probe_steps: Count = probes.PROBE_STEPS
+    probe_learning_rate: Positive = probes.PROBE_LEARNING_RATE
+    probe_l2: NonNegative = probes.PROBE_L2
+    cka_examples: Count = 500  # the first test examples
+    filter_units: Count = 16  # MLP units 0..n-1 of seed 0 kept for the filter figures
+    window_2d: Count = 7  # localization window (MNIST): k × k pixels
+    window_1d: Count = 8  # localization window (MNIST-1D): k positions
 
     DERIVED: ClassVar[dict[str, str]] = {
         "widths": "set mlp_widths, cnn_channels or cnn2d_channels instead",

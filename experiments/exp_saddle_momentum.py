@@ -85,7 +85,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +100,7 @@ from toolkit.data import Dataset
 from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.runner import root_seed
-from toolkit.spec import RunConfig, SpecError
+from toolkit.spec import Count, Positive, RunConfig, SpecError
 from toolkit.stats import bootstrap_ci, seed_verdict
 
 CLAIMS = ("C17",)
@@ -161,14 +161,15 @@ def arm_hparams(arm: str, lr: float, adam_lr: float) -> dict[str, object]:
 @dataclass(frozen=True)
 class Config(RunConfig):
     # scientific: the factors under study
-    arm: str = "gd"  # optimizer arm (ARMS)
+    arm: Literal[tuple(ARMS)] = "gd"  # optimizer arm (ARMS)
     init_scale: float = 1e-3  # multiplies the LeCun init: distance from the saddle at 0
     # fixed: the protocol
-    stage: str = "escape"  # "escape": the full budget; "plateau": the short λ_min probe
-    base_lr: float = 0.1  # η of GD, heavy-ball, Nesterov (and ×1/(1−β) for gd_lr_eff)
-    adam_lr: float = 1e-3
-    escape_steps: int = 200  # full batch: steps = epochs
-    plateau_steps: int = 20
+    # "escape": the full budget; "plateau": the short λ_min probe
+    stage: Literal["escape", "plateau"] = "escape"
+    base_lr: Positive = 0.1  # η of GD, heavy-ball, Nesterov (and ×1/(1−β) for gd_lr_eff)
+    adam_lr: Positive = 1e-3
+    escape_steps: Count = 200  # full batch: steps = epochs
+    plateau_steps: Count = 20
     dataset: str = "mnist1d"
     model: str = "mlp"
     widths: tuple[int, ...] = (10,)

@@ -56,7 +56,7 @@ import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +70,7 @@ from toolkit import figures as fig
 from toolkit import measures as M
 from toolkit.engine import per_example_loss
 from toolkit.results import PARAMS_DIR, ResultsFolder, load_params
-from toolkit.spec import RunConfig, SpecError
+from toolkit.spec import RunConfig, Seed, SpecError
 from toolkit.stats import (
     bootstrap_ci,
     pair_bootstrap_ci,
@@ -95,10 +95,10 @@ BARRIER_TOL = 0.1  # a train-loss barrier below 0.1 nats: linearly connected
 @dataclass(frozen=True)
 class Config(RunConfig):
     # scientific: the factors under study
-    variation: str = "independent"
+    variation: Literal[tuple(VARIATIONS)] = "independent"
     widths: tuple[int, ...] = (64, 64)
     # fixed: the protocol
-    shared_seed: int = 0  # the seed of the shared stream in same_init / same_order
+    shared_seed: Seed = 0  # the seed of the shared stream in same_init / same_order
     optimizer: str = "sgd"
     learning_rate: float = 0.05
     momentum: float = 0.9

@@ -65,7 +65,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +81,7 @@ from toolkit import models
 from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.runner import peak_memory
-from toolkit.spec import RunConfig, SpecError
+from toolkit.spec import Count, Positive, RunConfig, SpecError
 from toolkit.stats import bootstrap_ci, exact_verdict_row, seed_verdict
 
 CLAIMS = ("C05", "C08")
@@ -96,13 +96,15 @@ SLOPE_TOLERANCE = 0.15  # C08: slope within −1 ± this counts as "∝ 1/B"
 class Config(RunConfig):
     # scientific: the factors under study
     batch_size: int = 100  # ≥ N (4,000 on MNIST-1D) is full-batch gradient descent
-    lr_policy: str = "fixed"  # "fixed": base_lr for every B; "scaled": base_lr·B/reference_batch
-    budget: str = "epochs"  # "epochs": budget_epochs for all; "steps": budget_steps for all
+    # "fixed": base_lr for every B; "scaled": base_lr·B/reference_batch
+    lr_policy: Literal["fixed", "scaled"] = "fixed"
+    # "epochs": budget_epochs for all; "steps": budget_steps for all
+    budget: Literal["epochs", "steps"] = "epochs"
     # fixed: the protocol
-    base_lr: float = 0.05
-    reference_batch: int = 100  # the lr anchor, and the SGD batch the verdicts compare with GD
-    budget_epochs: int = 40
-    budget_steps: int = 160  # must be a whole number of epochs at every batch size
+    base_lr: Positive = 0.05
+    reference_batch: Count = 100  # the lr anchor, and the SGD batch the verdicts compare with GD
+    budget_epochs: Count = 40
+    budget_steps: Count = 160  # must be a whole number of epochs at every batch size
     widths: tuple[int, ...] = (100, 100)
     optimizer: str = "sgd"
     momentum: float = 0.0  # plain SGD / GD

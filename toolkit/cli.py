@@ -1,35 +1,85 @@
-"""The command line: parse, call the library, print. Usage errors exit with code 2.
+"""The command line: parse, call the library, print.
 
+One error boundary (:class:`Boundary`): an expected failure — a bad value, an
+unknown name, a corrupt, foreign or missing results file, an unwritable output — is
+one line on stderr naming the file or value and the fix, exit code 2. Anything
+else is a bug: one line pointing to ``--debug`` (which shows the traceback), exit 1.
 ``compare`` also exits 1 when two results differ beyond tolerance (a CI guard).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import shlex
+import shutil
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 USAGE_ERROR = 2
+INTERNAL_ERROR = 1
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_one_line(message)}", err=True)
     sys.exit(USAGE_ERROR)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The library's input errors (imported only when one has to be classified)."""
+    from toolkit.compare import CompareError
+    from toolkit.distributed import DistributedError
+    from toolkit.schema import ResultsError
+    from toolkit.spec import SpecError
+
+    return (SpecError, ResultsError, CompareError, DistributedError, OSError)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, OSError):
+        what = err.strerror or str(err) or type(err).__name__
+        if err.filename is None:
+            return f"{what}; check the paths given and their permissions"
+        return f"{err.filename}: {what}; check the path and its permissions"
+    return str(err)
+
+
+class Boundary(click.Group):
+    """The click group that turns every exception into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as err:  # noqa: BLE001 (the boundary: classified below)
+            debug = bool(ctx.params.get("debug"))
+            if debug:
+                traceback.print_exc()
+            if isinstance(err, _expected_errors()):
+                _fail(_describe(err))
+            message = _one_line(f"{type(err).__name__}: {err}")
+            hint = "" if debug else " (rerun with --debug for the traceback)"
+            click.echo(f"internal error: {message}{hint}", err=True)
+            sys.exit(INTERNAL_ERROR)
 
 
 def _load(name: str):
     from toolkit import spec
 
-    try:
-        return spec.load(name)
-    except spec.SpecError as err:
-        _fail(str(err))
+    return spec.load(name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def main(debug: bool) -> None:
     """toolkit: experiments on how neural networks learn, with verdicts and CIs."""
 
 
@@ -48,15 +98,12 @@ def list_experiments() -> None:
 @click.option("--profile", default="default", show_default=True)
 def show(name: str, profile: str) -> None:
     """An experiment's claims, hypothesis, grid, profiles and cost."""
-    from toolkit import runner, spec
+    from toolkit import runner
 
     experiment = _load(name)
-    try:
-        settings = experiment.profile(profile)
-        seeds = int(settings.get("seeds", 10))
-        plan = runner.plan_runs(experiment, profile, seeds, {})
-    except spec.SpecError as err:
-        _fail(str(err))
+    settings = experiment.profile(profile)
+    seeds = int(settings.get("seeds", 10))
+    plan = runner.plan_runs(experiment, profile, seeds, {})
     click.echo(experiment.doc)
     click.echo(f"\nclaims: {', '.join(experiment.claims)}")
     click.echo(f"profiles: {', '.join(experiment.module.PROFILES)}")
@@ -120,45 +167,50 @@ def run(
 ) -> None:
     """Train every run of an experiment that is not done yet, then print its verdicts."""
     budget = _parse_size(memory_budget) if memory_budget else None
+    seeds = _parse_seeds(seeds)
     from toolkit import distributed as processes
 
-    try:  # both must happen before JAX starts its backends
-        if deterministic:
-            processes.deterministic_gpu_ops()
-        processes.start(distributed, coordinator, num_processes, process_id, init_timeout)
-    except processes.DistributedError as err:
-        _fail(str(err))
-    from toolkit import results, runner, spec
+    # both must happen before JAX starts its backends
+    if deterministic:
+        processes.deterministic_gpu_ops()
+    processes.start(distributed, coordinator, num_processes, process_id, init_timeout)
+    from toolkit import runner, spec
 
     experiment = _load(name)
-    if seeds is not None:
-        try:
-            seeds = int(seeds)
-        except ValueError:
-            _fail(f"--seeds must be a positive integer, got {seeds!r}")
-        if seeds < 1:
-            _fail(f"--seeds must be a positive integer, got {seeds}")
-    try:
-        experiment.profile(profile)
-        overrides = spec.parse_overrides(experiment, sets)
-        report = runner.run_experiment(
-            experiment,
-            profile=profile,
-            seeds=seeds,
-            overrides=overrides,
-            out=out,
-            force=force,
-            progress=not quiet,
-            command=_command_line(name, seeds, profile, sets, out, force),
-            memory_budget=budget,
-            deterministic=deterministic,
-        )
-    except (spec.SpecError, results.ResultsError) as err:
-        _fail(str(err))
+    experiment.profile(profile)
+    overrides = spec.parse_overrides(experiment, sets)
+    # run_experiment plans (and validates) every run before it creates anything.
+    report = runner.run_experiment(
+        experiment,
+        profile=profile,
+        seeds=seeds,
+        overrides=overrides,
+        out=out,
+        force=force,
+        progress=not quiet,
+        command=_command_line(name, seeds, profile, sets, out, force),
+        memory_budget=budget,
+        deterministic=deterministic,
+    )
     click.echo(
         f"{report.new_runs} runs trained, {report.skipped_runs} already present → {report.folder.path}"
     )
     click.echo(_verdict_table(report.verdicts))
+
+
+def _parse_seeds(text: str | None) -> int | None:
+    """``--seeds``: a whole number from 1 to spec.MAX_SEEDS (None: the profile's)."""
+    from toolkit.spec import MAX_SEEDS
+
+    if text is None:
+        return None
+    try:
+        seeds = int(text.strip())
+    except ValueError:
+        _fail(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {text!r}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        _fail(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {seeds}")
+    return seeds
 
 
 @main.command()
@@ -167,25 +219,55 @@ def run(
 @click.option("--out", default="results", show_default=True, type=click.Path(path_type=Path))
 def figures(name, profile, out) -> None:
     """Redraw paper_figures/ from the results CSVs only (no training)."""
-    from toolkit import results, runner, spec
+    from toolkit import results, spec
 
     names = [name] if name else spec.experiment_names()
-    drawn = 0
+    found = []
     for experiment_name in names:
         experiment = _load(experiment_name)
         folder = results.ResultsFolder(out / experiment_name / profile)
         if not folder.exists():
             if name:
                 _fail(
-                    f"no results in {folder.path}; run `toolkit run {experiment_name} "
-                    f"--profile {profile}` first"
+                    f"no results in {folder.path} (no summary.csv); run `toolkit run "
+                    f"{experiment_name} --profile {profile}` first"
                 )
             continue
-        paths = runner.draw_figures(experiment, folder)
-        drawn += len(paths)
-        click.echo(f"{experiment_name}: {len(paths)} figures → {runner.figures_dir(folder)}")
-    if not drawn and not name:
-        _fail(f"no results for profile {profile!r} under {out}")
+        found.append((experiment, folder))
+    if not found:
+        _fail(f"no results for profile {profile!r} under {out}; run an experiment first")
+    # Every input is checked before anything is drawn: bad results never replace figures.
+    for _, folder in found:
+        folder.check(complete=True)
+    for experiment, folder in found:
+        target, paths = _draw(experiment, folder)
+        click.echo(f"{experiment.name}: {len(paths)} figures → {target}")
+
+
+def _draw(experiment, folder):
+    """An experiment's figures, drawn into a scratch folder and moved into place only
+    when all of them were drawn (a failure leaves the previous figures as they were)."""
+    from toolkit import runner
+    from toolkit.schema import ResultsError
+
+    target = runner.figures_dir(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    scratch = target.parent / f".{target.name}.drawing-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        try:
+            paths = list(experiment.module.figures(folder, scratch))
+        except KeyError as err:
+            raise ResultsError(
+                f"{folder.path}: the figures need column {err.args[0]!r}, which the results "
+                f"lack; rerun `toolkit run {experiment.name}` for this folder with --force"
+            ) from err
+        for path in sorted(scratch.iterdir()):
+            os.replace(path, target / path.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target, [target / Path(p).name for p in paths]
 
 
 @main.command("compare")
@@ -229,12 +311,14 @@ def compare_results(a, b, tolerances, factors, csv_path, show_all, strict) -> No
     """
     from toolkit import compare as comparing
 
-    try:
-        comparison = comparing.compare(a, b, tolerances=tolerances, factors=factors or None)
-        if csv_path is not None:
-            comparing.write_table(comparison, csv_path)
-    except comparing.CompareError as err:
-        _fail(str(err))
+    if csv_path is not None:
+        parent = csv_path.parent if str(csv_path.parent) else Path(".")
+        if not parent.is_dir() or csv_path.is_dir():
+            what = f"{parent} is not a folder" if not parent.is_dir() else "it is a folder"
+            _fail(f"--csv {csv_path}: cannot write the table there ({what}); choose another path")
+    comparison = comparing.compare(a, b, tolerances=tolerances, factors=factors or None)
+    if csv_path is not None:
+        comparing.write_table(comparison, csv_path)
     click.echo(comparing.format_report(comparison, show_all=show_all))
     sys.exit(comparison.exit_code(strict=strict))
 
@@ -251,6 +335,8 @@ def _parse_size(text: str) -> int:
         value = float(digits) * SIZE_UNITS[unit]
     except (ValueError, KeyError):
         _fail(f"--memory-budget must look like 512MB or 8GB, got {text!r}")
+    if not math.isfinite(value):
+        _fail(f"--memory-budget must look like 512MB or 8GB, got {text!r}")
     if value < 1:
         _fail(f"--memory-budget must be positive, got {text!r}")
     return int(value)
@@ -265,14 +351,27 @@ def report(profile, out) -> None:
     With the default profile it also refreshes the claims table in the README beside
     the results folder (between its marker comments)."""
     from toolkit import report as claims_report
+    from toolkit import spec
+    from toolkit.results import ResultsFolder
 
     if not out.is_dir():
         _fail(f"no results folder {out}; run an experiment first, or pass --out")
-    try:
-        readme = out.resolve().parent / "README.md"
-        paths = claims_report.write(out, profile, readme=readme)
-    except (ValueError, OSError) as err:
-        _fail(str(err))
+    folders = [ResultsFolder(out / n / profile) for n in spec.experiment_names()]
+    folders = [f for f in folders if (f.path / "verdicts.csv").exists()]
+    if not folders:
+        _fail(
+            f"no results for profile {profile!r} under {out} (no <experiment>/{profile}/"
+            "verdicts.csv); run `toolkit run <experiment> --profile "
+            f"{profile}` first, or pick a profile that has results"
+        )
+    # Every input (and every twin folder it compares with) is checked before writing.
+    for folder in folders:
+        folder.check(complete=True)
+        for twin in sorted(folder.path.parent.glob(f"{profile}-*")):
+            if (twin / "summary.csv").exists():
+                ResultsFolder(twin).check()
+    readme = out.resolve().parent / "README.md"
+    paths = claims_report.write(out, profile, readme=readme)
     click.echo(" and ".join(str(p) for p in paths))
 
 

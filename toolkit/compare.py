@@ -65,6 +65,7 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 from toolkit.results import SCHEMA_VERSION, ResultsError, ResultsFolder, read_csv
+from toolkit.schema import read_table
 from toolkit.stats import paired_t_ci, tost_equivalent, welch_ci
 
 BOOKKEEPING = frozenset(
@@ -228,13 +229,10 @@ def load_side(path: Path | str, label: str = "A") -> Side:
         summary_path = path
     else:
         raise CompareError(f"{path}: no such file or folder")
-    try:
-        summary = pd.read_csv(summary_path)
-    except pd.errors.EmptyDataError:
-        raise CompareError(f"{summary_path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CompareError(f"{summary_path}: not a readable CSV ({first_line})") from None
+    try:  # validated like every results read (junk, truncated or binary rows refused)
+        summary = read_table(summary_path, "summary")
+    except ResultsError as err:
+        raise CompareError(str(err)) from None
     if summary.empty:
         raise CompareError(f"{summary_path}: no rows (header only)")
     meta, verdicts = {}, pd.DataFrame()
@@ -242,9 +240,9 @@ def load_side(path: Path | str, label: str = "A") -> Side:
         folder = ResultsFolder(summary_path.parent)
         try:
             meta = folder.meta()
+            verdicts = read_csv(folder.path / "verdicts.csv")
         except ResultsError as err:
-            raise CompareError(f"{folder.path / 'meta.json'}: not valid JSON") from err
-        verdicts = read_csv(folder.path / "verdicts.csv")
+            raise CompareError(str(err)) from None
     names = (
         sorted(set(summary["experiment"].dropna().astype(str))) if "experiment" in summary else []
     )
@@ -551,7 +549,8 @@ def write_table(comparison: Comparison, path: Path | str) -> None:
     try:
         comparison.table.to_csv(path, index=False, float_format="%.8g", lineterminator="\n")
     except OSError as err:
-        raise CompareError(f"{path}: cannot write the table ({err.strerror})") from None
+        reason = err.strerror or str(err) or type(err).__name__
+        raise CompareError(f"{path}: cannot write the table ({reason})") from None
 
 
 def _g(x: float, sign: bool = False, digits: int = 4) -> str:

@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from toolkit import schema
+from toolkit.schema import ResultsError, SchemaError  # noqa: F401 (re-exported)
+
 SCHEMA_VERSION = 1
 GZIP_ROWS = 20_000  # a history with more rows is stored as .csv.gz
 FLOAT_FORMAT = "%.8g"
-
-
-class ResultsError(RuntimeError):
-    """A results folder that cannot be used; the message says what to do."""
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -44,14 +43,9 @@ def frame_bytes(frame: pd.DataFrame, gzipped: bool = False) -> bytes:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
-    """A results CSV, plain or gzipped; an empty frame when the file does not exist."""
-    for candidate in (Path(path), Path(f"{path}.gz")):
-        if candidate.exists():
-            try:
-                return pd.read_csv(candidate)
-            except pd.errors.EmptyDataError:
-                return pd.DataFrame()
-    return pd.DataFrame()
+    """A results CSV, plain or gzipped, validated (:mod:`toolkit.schema`; a corrupt or
+    truncated file raises SchemaError naming it); an empty frame when it does not exist."""
+    return schema.read_table(Path(path))
 
 
 class ResultsFolder:
@@ -65,15 +59,8 @@ class ResultsFolder:
         return (self.path / "summary.csv").exists()
 
     def meta(self) -> dict:
-        path = self.path / "meta.json"
-        if not path.exists():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ResultsError(
-                f"{path} is not valid JSON ({err}); delete it or use --force"
-            ) from err
+        """meta.json ({} when there is none), validated: a JSON object of known keys."""
+        return schema.read_meta(self.path / "meta.json")
 
     def summary(self) -> pd.DataFrame:
         return self.table("summary")
@@ -83,6 +70,11 @@ class ResultsFolder:
 
     def verdicts(self) -> pd.DataFrame:
         return self.table("verdicts")
+
+    def check(self, complete: bool = False) -> dict:
+        """Validate every results file here (schema, no junk or truncated rows); the meta.
+        ``complete``: also require the summary, history and standalone tables."""
+        return schema.check_folder(self.path, complete)
 
     def done_run_ids(self) -> set[str]:
         summary = self.summary()
@@ -116,8 +108,8 @@ class ResultsFolder:
         return FileLock(str(self.path / ".lock"))
 
     def table(self, name: str) -> pd.DataFrame:
-        """An experiment's own per-run table (``<name>.csv``), e.g. loss slices."""
-        return read_csv(self.path / f"{name}.csv")
+        """An experiment's own per-run table (``<name>.csv``), e.g. loss slices; validated."""
+        return schema.read_table(self.path / f"{name}.csv", name)
 
     def append_runs(
         self,
