@@ -149,6 +149,11 @@ def show(name: str, profile: str) -> None:
     is_flag=True,
     help="Deterministic GPU kernels (XLA --xla_gpu_deterministic_ops); recorded in meta.json.",
 )
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="If another process is writing the results folder, fail (exit 2) instead of waiting.",
+)
 def run(
     name,
     seeds,
@@ -164,6 +169,7 @@ def run(
     init_timeout,
     memory_budget,
     deterministic,
+    no_wait,
 ) -> None:
     """Train every run of an experiment that is not done yet, then print its verdicts."""
     budget = _parse_size(memory_budget) if memory_budget else None
@@ -191,9 +197,11 @@ def run(
         command=_command_line(name, seeds, profile, sets, out, force),
         memory_budget=budget,
         deterministic=deterministic,
+        wait=not no_wait,
     )
     click.echo(
-        f"{report.new_runs} runs trained, {report.skipped_runs} already present → {report.folder.path}"
+        f"{report.new_runs} runs trained, {report.skipped_runs} already present, "
+        f"{report.diverged_runs} diverged → {report.folder.path}"
     )
     click.echo(_verdict_table(report.verdicts))
 

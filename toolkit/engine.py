@@ -474,15 +474,24 @@ def choose_run_batch(
 ) -> int | None:
     """Runs computed at once per device: None (all, vmapped) or a group size.
 
-    Memory: the most runs that fit ``budget`` bytes per device (at least 1). Speed
-    (``benchmarks/bench_layout.py``): on a CPU, a vmapped convolution becomes a grouped
-    convolution that runs 1.6× slower than the same runs one at a time, so convolutional
-    cohorts run one run at a time there; MLPs (equal either way on a CPU) and every
-    cohort on a GPU (vmap 2.5–5× faster) are vmapped.
+    On a CPU: always 1, every run alone inside the cohort's one program (``lax.map``).
+    That makes a run's numbers a function of the run alone — bitwise the same trained
+    alone, in a cohort of any size at any place, or added later by a resume — and it
+    costs little there (``benchmarks/README.md``, "Run identity"): the CPU computes
+    one run's matmuls as fast as a vmapped batch of them, and a vmapped convolution
+    (a grouped convolution) is even 1.6x slower than the runs one at a time.
+
+    On a GPU (vmap 2.5–5× faster than one run at a time): all runs vmapped, or, when
+    the cohort's estimate exceeds ``budget`` bytes per device, the most runs that fit
+    (at least 1). A vmapped run's arithmetic can depend on the batch it is part of (a
+    batched kernel's algorithm is chosen per shape), so on a GPU a run's numbers agree
+    across cohort compositions to float32 rounding, not bitwise (not measured).
+    ``model`` is accepted for callers that pass it; the layout no longer depends on it.
     """
-    by_speed = 1 if platform == "cpu" and model != "mlp" and runs_per_device > 1 else None
+    if platform == "cpu":
+        return 1
     if estimate.cohort(runs_per_device) <= budget:
-        return by_speed
+        return None
     room = budget - runs_per_device * estimate.state
     return int(max(1, min(runs_per_device - 1, room // max(estimate.work, 1))))
 

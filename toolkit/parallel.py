@@ -10,8 +10,12 @@ On one device this is a plain ``jit(vmap(f))``.
 
 With ``run_batch`` set, each device runs its runs ``run_batch`` at a time
 (``lax.map`` with a batch size: a sequential loop over vmapped groups inside the same
-program), which bounds the activation memory of a large cohort; the results are the
-same. In a multi-process run (:mod:`toolkit.distributed`) the mesh spans every
+program), which bounds the activation memory of a large cohort; the results agree to
+float32 rounding. With ``run_batch=1`` every run is computed alone by the same loop
+body, whatever the number of runs on the device (one included) and the run's place
+among them: a run's arithmetic never sees its neighbours, so its numbers are bitwise
+the same alone, in any cohort, or added later by a resume (the engine's layout on a
+CPU; see :func:`toolkit.engine.choose_run_batch`). In a multi-process run (:mod:`toolkit.distributed`) the mesh spans every
 process's devices, inputs are assembled as global arrays and outputs gathered.
 """
 
@@ -90,7 +94,9 @@ class RunAxis:
         def per_device(*args):
             run_args, shared = args[:num_run_args], args[num_run_args:]
             local_runs = jax.tree_util.tree_leaves(run_args)[0].shape[0]
-            if run_batch is None or run_batch >= local_runs:
+            # run_batch=1 always loops, even over one run: the same program body for a
+            # run alone as for a run among others (bitwise run identity).
+            if run_batch is None or (run_batch > 1 and run_batch >= local_runs):
                 in_axes = (0,) * num_run_args + (None,) * len(shared)
                 return jax.vmap(fn, in_axes=in_axes)(*args)
             return jax.lax.map(lambda a: fn(*a, *shared), run_args, batch_size=run_batch)

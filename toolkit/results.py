@@ -4,9 +4,23 @@
 ``history.csv`` (one row per run × evaluated epoch; ``history.csv.gz`` when large),
 ``verdicts.csv`` and ``meta.json``; experiments that ask for it also keep each run's
 final parameters as ``params/<run_id>.npz`` (:func:`save_params`). Every write is
-atomic (temporary file, then rename) and happens under a file lock, merging with what
-is already there, so an interrupted run keeps every finished cohort and two
-processes never corrupt a folder. Rows are kept in a canonical order so the same runs give the same bytes.
+atomic (temporary file, flushed to disk, then rename) and happens under a file lock,
+merging with what is already there. Rows are kept in a canonical order so the same
+runs give the same bytes.
+
+A run is *done* only when it is listed in meta.json's ``done_run_ids`` (the
+manifest). A cohort is committed by :meth:`ResultsFolder.commit_cohort`: its saved
+parameters, per-run tables, history and summary rows are written first, and the
+manifest entry (with the cohort's provenance) last, in one atomic rewrite of
+meta.json. A kill at any point in between leaves rows of runs that are not done;
+:meth:`ResultsFolder.recover` drops them before the next run trains (they are then
+trained again and written anew). Folders written before the manifest existed count a
+run as done when it is in summary and history; their first commit records that set.
+
+One writer per folder: :meth:`ResultsFolder.writing` holds a lock for a whole
+``toolkit run`` (a second one waits, or fails at once), and removes temporary files
+that a killed writer left behind. An invocation that trains nothing leaves meta.json
+alone: it is logged to ``invocations.log`` (untracked) instead.
 """
 
 from __future__ import annotations
@@ -15,12 +29,16 @@ import gzip
 import io
 import json
 import os
-from collections.abc import Mapping
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from toolkit import schema
 from toolkit.schema import ResultsError, SchemaError  # noqa: F401 (re-exported)
@@ -28,13 +46,42 @@ from toolkit.schema import ResultsError, SchemaError  # noqa: F401 (re-exported)
 SCHEMA_VERSION = 1
 GZIP_ROWS = 20_000  # a history with more rows is stored as .csv.gz
 FLOAT_FORMAT = "%.8g"
+#: meta.json key listing the runs whose files are all written (the manifest).
+MANIFEST = "done_run_ids"
+WRITER_LOCK = ".writer.lock"  # held by the one process writing the folder
+WRITER_INFO = ".writer"  # who holds it: pid, host, since (for a waiting process)
+INVOCATIONS_LOG = "invocations.log"  # every invocation, one JSON line each (untracked)
+PENDING_DIR = ".pending"  # trained cohorts whose measurement failed (resume re-measures)
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` whole or not at all, and durably.
+
+    The bytes go to ``.<name>.<pid>.tmp`` beside it, are flushed to disk, and the
+    temporary file is renamed over ``path`` (atomic on POSIX); the rename is flushed
+    too, so a later write never reaches the disk before this one.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems cannot sync a directory
+    finally:
+        os.close(descriptor)
 
 
 def frame_bytes(frame: pd.DataFrame, gzipped: bool = False) -> bytes:
@@ -77,8 +124,18 @@ class ResultsFolder:
         return schema.check_folder(self.path, complete)
 
     def done_run_ids(self) -> set[str]:
-        summary = self.summary()
-        return set(summary["run_id"]) if "run_id" in summary else set()
+        """Runs whose rows and files are all written: the manifest in meta.json.
+
+        A folder written before the manifest existed (no ``done_run_ids`` key) counts
+        the runs that are in both summary and history.
+        """
+        meta = self.meta()
+        if MANIFEST in meta:
+            return set(meta[MANIFEST])
+        summary, history = self.summary(), self.history()
+        if "run_id" not in summary or "run_id" not in history:
+            return set()
+        return set(summary["run_id"]) & set(history["run_id"])
 
     # ----- checks -----------------------------------------------------------------
     def prepare(self, experiment: str) -> None:
@@ -137,12 +194,172 @@ class ResultsFolder:
             self._write_frame(f"{name}.csv", frame, gz=len(frame) > GZIP_ROWS)
 
     def clear(self) -> None:
-        """Remove previous result tables and saved parameters (``--force``)."""
+        """Remove previous result tables and saved parameters (``--force``).
+
+        The manifest is emptied first (and the cohort entries it covered dropped), so a
+        kill halfway leaves no run counted as done whose files are gone.
+        """
         with self.lock():
+            if (self.path / "meta.json").exists() or any(self.path.glob("*.csv*")):
+                self._rewrite_meta(lambda meta: {**meta, MANIFEST: [], "cohorts": []})
             for path in [*self.path.glob("*.csv"), *self.path.glob("*.csv.gz")]:
                 path.unlink(missing_ok=True)
-            for path in self.path.glob(f"{PARAMS_DIR}/*.npz"):
+            for path in [*self.path.glob(f"{PARAMS_DIR}/*.npz"), *self._pending_files()]:
                 path.unlink(missing_ok=True)
+
+    def commit_cohort(
+        self,
+        summary: pd.DataFrame,
+        history: pd.DataFrame,
+        order: list[str],
+        tables: dict[str, pd.DataFrame] | None = None,
+        params: dict[str, Mapping] | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        """Write one cohort so that its runs are done only once all of it is written.
+
+        Order: the manifest of a folder that has none yet (the runs done so far), then
+        ``params`` (run id → parameter tree, ``params/<run_id>.npz``), the per-run
+        ``tables``, history, summary, and last meta.json: the cohort's run ids added
+        to the manifest, merged with ``meta`` (e.g. the cohort's entry under
+        "cohorts", appended), in one atomic rewrite.
+        """
+        new_ids = set(summary["run_id"])
+        if MANIFEST not in self.meta():
+            done = sorted(self.done_run_ids() - new_ids)
+            self._rewrite_meta(lambda old: {**old, MANIFEST: done})
+        for run_id, tree in (params or {}).items():
+            save_params(self, run_id, tree)
+        self.append_runs(summary, history, order, tables)
+        update = dict(meta or {})
+
+        def add(old: dict) -> dict:
+            merged = _merged_meta(old, update)
+            merged[MANIFEST] = sorted(set(old.get(MANIFEST, [])) | new_ids)
+            return merged
+
+        self._rewrite_meta(add)
+
+    def recover(self) -> list[str]:
+        """Drop what a killed writer left of runs that are not done; the names touched.
+
+        Rows of such runs in summary, history and per-run tables, their saved
+        parameters, and checkpoints of cohorts whose runs are all done. Only folders
+        with a manifest (older folders were written whole). Call under
+        :meth:`writing`.
+        """
+        meta = self.meta()
+        if MANIFEST not in meta:
+            return []
+        done = set(meta[MANIFEST])
+        keep_whole = {"verdicts", *meta.get("standalone_tables", [])}
+        touched = []
+        names = {
+            p.name.split(".")[0]
+            for p in self.path.glob("*.csv*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+        with self.lock():
+            for name in sorted(names - keep_whole):
+                frame = self.table(name)
+                if "run_id" not in frame or frame["run_id"].isin(done).all():
+                    continue
+                kept = frame[frame["run_id"].isin(done)].reset_index(drop=True)
+                self._write_frame(f"{name}.csv", kept, gz=len(kept) > GZIP_ROWS)
+                touched.append(f"{name}.csv")
+            for path in self.path.glob(f"{PARAMS_DIR}/*.npz"):
+                if path.stem not in done:
+                    path.unlink(missing_ok=True)
+                    touched.append(f"{PARAMS_DIR}/{path.name}")
+            for path in self._pending_files():
+                with np.load(path, allow_pickle=False) as stored:
+                    run_ids = set(stored["run_ids"].tolist()) if "run_ids" in stored else set()
+                if run_ids <= done:
+                    path.unlink(missing_ok=True)
+        return touched
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Temporary files (``.<name>.<pid>.tmp``) a killed writer left; call under
+        :meth:`writing` (no other writer can be mid-write then)."""
+        stale = [*self.path.glob(".*.tmp"), *self.path.glob(f"{PARAMS_DIR}/.*.tmp")]
+        stale += [*self.path.glob(".write-probe.*"), *self.path.glob(f"{PENDING_DIR}/.*.tmp")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    @contextmanager
+    def writing(
+        self, wait: bool = True, announce: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
+        """Hold the folder's writer lock for a whole run (one writer per folder).
+
+        If another process holds it: ``wait`` blocks until it is released (calling
+        ``announce`` once with who holds it), else ResultsError at once. The lock is
+        the OS's (flock): a killed holder releases it. Inside, stale temporary files
+        are removed first.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / WRITER_LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = self._writer()
+            if not wait:
+                raise ResultsError(
+                    f"{self.path} is being written by {holder}; wait for it to finish, or "
+                    "drop --no-wait to wait"
+                ) from None
+            (announce or _to_stderr)(f"waiting for {holder}, which is writing {self.path}")
+            lock.acquire()
+        try:
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+            atomic_write_bytes(self.path / WRITER_INFO, json.dumps(info).encode())
+            self.remove_stale_temp_files()
+            yield
+        finally:
+            (self.path / WRITER_INFO).unlink(missing_ok=True)
+            lock.release()
+
+    def _writer(self) -> str:
+        try:
+            info = json.loads((self.path / WRITER_INFO).read_text())
+            return f"pid {info['pid']} on {info['host']} (since {info['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def log_invocation(self, entry: dict) -> None:
+        """Append ``entry`` to ``invocations.log`` (one JSON line; untracked by git)."""
+        with self.lock(), open(self.path / INVOCATIONS_LOG, "a") as log:
+            log.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+    # ----- trained cohorts kept when their measurement fails ------------------------
+    def save_pending(self, key: str, run_ids: list[str], arrays: Mapping) -> Path:
+        """Keep a trained cohort (nested dicts of arrays) under ``.pending/<key>.npz``."""
+        target = self.path / PENDING_DIR / f"{key}.npz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        flat = flatten_params(arrays)
+        flat["run_ids"] = np.array(run_ids)
+        buffer = io.BytesIO()
+        np.savez(buffer, **flat)
+        atomic_write_bytes(target, buffer.getvalue())
+        return target
+
+    def load_pending(self, key: str, run_ids: list[str]) -> dict | None:
+        """The arrays kept by :meth:`save_pending` for exactly these runs, else None."""
+        path = self.path / PENDING_DIR / f"{key}.npz"
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as stored:
+            flat = {name: stored[name] for name in stored.files}
+        if flat.pop("run_ids", np.array([])).tolist() != list(run_ids):
+            return None
+        return unflatten_params(flat)
+
+    def drop_pending(self, key: str) -> None:
+        (self.path / PENDING_DIR / f"{key}.npz").unlink(missing_ok=True)
+
+    def _pending_files(self) -> list[Path]:
+        return sorted(self.path.glob(f"{PENDING_DIR}/*.npz"))
 
     def write_verdicts(self, verdicts: pd.DataFrame) -> None:
         with self.lock():
@@ -150,13 +367,11 @@ class ResultsFolder:
 
     def update_meta(self, update: dict) -> dict:
         """Merge ``update`` into meta.json; lists under "invocations"/"cohorts" are appended."""
+        return self._rewrite_meta(lambda meta: _merged_meta(meta, update))
+
+    def _rewrite_meta(self, change: Callable[[dict], dict]) -> dict:
         with self.lock():
-            meta = self.meta()
-            for key, value in update.items():
-                if key in ("invocations", "cohorts"):
-                    meta[key] = meta.get(key, []) + list(value)
-                else:
-                    meta[key] = value
+            meta = change(self.meta())
             meta["schema_version"] = SCHEMA_VERSION
             payload = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
             atomic_write_bytes(self.path / "meta.json", payload.encode())
@@ -223,6 +438,24 @@ def load_params(path: Path | str) -> dict:
     """The nested parameter dict saved by :func:`save_params` (NumPy arrays)."""
     with np.load(path, allow_pickle=False) as stored:
         return unflatten_params({name: stored[name] for name in stored.files})
+
+
+def _merged_meta(meta: dict, update: dict) -> dict:
+    merged = dict(meta)
+    for key, value in update.items():
+        if key in ("invocations", "cohorts"):
+            merged[key] = merged.get(key, []) + list(value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _merge(old: pd.DataFrame, new: pd.DataFrame, order: list[str]) -> pd.DataFrame:

@@ -2,8 +2,39 @@
 
 config ⊕ profile ⊕ ``--set`` → runs = grid × seeds (run id = hash of the full config
 and the seed) → drop runs already in the folder (resume) → group the rest into
-cohorts by shape → train each cohort as one program → measure → append rows →
+cohorts by shape → train each cohort as one program → measure → commit its rows →
 analyze → verdicts, and figures drawn from the written tables.
+
+**A run's numbers are a function of its id** (and the software stack and device
+kind). Its random keys come from its own seed only (:func:`toolkit.engine.run_keys`,
+and :meth:`TrainedCohort.run_keys` for measurements), and on a CPU every run of a
+cohort is computed alone inside the cohort's one program
+(:func:`toolkit.engine.choose_run_batch`), so a run trained alone, in a cohort of any
+size, or added later by a resume gives bitwise the same CSV values. On a GPU runs are
+vmapped together (much faster there) and agree across cohort compositions to float32
+rounding only.
+
+**Writes that cannot be half-done.** A whole run holds the folder's writer lock
+(:meth:`toolkit.results.ResultsFolder.writing`: a second ``toolkit run`` on the same
+folder waits, then finds the runs done). Each cohort is committed by
+:meth:`~toolkit.results.ResultsFolder.commit_cohort`: parameters, per-run tables,
+history and summary first, the manifest entry in meta.json last; a run is done only
+once it is in the manifest. A kill between any two writes loses only the cohort in
+flight: the next run drops its partial rows (``recover``) and trains it again.
+
+**A failing measurement keeps its cohort.** If an experiment's ``measure`` raises,
+the trained cohort (its final state without the optimizer state, history, steps) is
+kept in ``.pending/`` before the error propagates; the next run of the same cohort
+loads it instead of training and measures again. (Simpler than writing the rows
+without their measurement columns, which a later run would have to find and finish;
+here the manifest stays the one rule of what is done. Single-process runs only: with
+several processes the cohort is trained again.)
+
+**Provenance.** Each cohort's meta.json entry records what trained it (``trained_on``:
+commit, command, backend, device kind, versions, when); the top-level machine fields
+describe the last invocation that trained something. An invocation that trains
+nothing leaves meta.json untouched and is logged to ``invocations.log`` (untracked),
+so re-analyzing committed results changes no tracked file.
 
 A cohort whose estimated device memory exceeds the budget (the device's own limit,
 or ``memory_budget``) is computed a group of runs at a time inside its one program
@@ -24,11 +55,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -47,7 +80,7 @@ from toolkit.engine import (
     run_keys,
 )
 from toolkit.parallel import RunAxis
-from toolkit.results import ResultsFolder, save_params
+from toolkit.results import ResultsFolder
 from toolkit.spec import MAX_SEEDS, Experiment, RunConfig, SpecError
 
 
@@ -73,6 +106,17 @@ class TrainedCohort:
     runs: list[Run]
     result: CohortResult
     keys: dict | None = None
+
+    def run_keys(self, salt: int) -> jax.Array:
+        """One measurement key per run: ``fold_in(key(salt), seed)``.
+
+        From the run's seed alone, never its place in the cohort, so a run measured
+        alone, in a larger cohort or after a resume gets the same key. Runs of one
+        seed share it across grid points: conditions compared seed by seed see the
+        same probe directions, so their differences are not probe noise.
+        """
+        root = jax.random.key(salt)
+        return jnp.stack([jax.random.fold_in(root, run.seed) for run in self.runs])
 
     def map(self, fn, run_args: tuple, shared_args: tuple = ()) -> object:
         """``fn`` applied to every run (vmapped, spread over devices); host outputs."""
@@ -197,6 +241,7 @@ class RunReport:
     figures: list[Path]
     new_runs: int
     skipped_runs: int
+    diverged_runs: int = 0  # of the planned runs in the folder, those flagged diverged
 
 
 def run_experiment(
@@ -211,29 +256,69 @@ def run_experiment(
     command: str | None = None,
     memory_budget: int | None = None,
     deterministic: bool = False,
+    wait: bool = True,
 ) -> RunReport:
     """Train whatever is missing, then analyze and draw; see the module docstring.
 
     ``memory_budget``: bytes per device a cohort may use (default: the device's own
     limit, or half the host memory on a CPU). ``deterministic`` is recorded in the
-    provenance (the CLI sets XLA's flag before JAX starts).
+    provenance (the CLI sets XLA's flag before JAX starts). ``wait``: when another
+    process is writing the same folder, wait for it (saying so once on stderr), else
+    raise ResultsError at once.
     """
     overrides = overrides or {}
     writer = distributed.is_writer()
     seeds = seeds if seeds is not None else int(experiment.profile(profile).get("seeds", 10))
     if not 1 <= seeds <= MAX_SEEDS:
-        raise SpecError(f"--seeds must be an integer from 1 to {MAX_SEEDS:,}, got {seeds}")
+        raise SpecError(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {seeds}")
     # Every config is validated while planning; nothing is written before this point,
     # nor before every file already in the folder reads back well-formed.
     runs = plan_runs(experiment, profile, seeds, overrides)
     folder = ResultsFolder(Path(out) / experiment.name / folder_name(profile, overrides))
     if writer and not force:
         folder.check()
-    done_mask = np.zeros(len(runs), np.int32)
     if writer:
         folder.prepare(experiment.name)
+    with folder.writing(wait=wait) if writer else nullcontext():
+        return _run_locked(
+            experiment,
+            profile,
+            seeds,
+            overrides,
+            runs,
+            folder,
+            force,
+            progress,
+            run_axis,
+            command,
+            memory_budget,
+            deterministic,
+        )
+
+
+def _run_locked(
+    experiment,
+    profile,
+    seeds,
+    overrides,
+    runs,
+    folder,
+    force,
+    progress,
+    run_axis,
+    command,
+    memory_budget,
+    deterministic,
+) -> RunReport:
+    """:func:`run_experiment` once this process may write the folder."""
+    writer = distributed.is_writer()
+    started = time.time()
+    done_mask = np.zeros(len(runs), np.int32)
+    if writer:
         if force:
             folder.clear()
+        else:
+            folder.recover()  # rows a killed writer left of runs that are not done
         done = folder.done_run_ids()
         done_mask = np.array([run.run_id in done for run in runs], np.int32)
     # Every process must train the same cohorts: process 0's view of the folder rules.
@@ -241,8 +326,8 @@ def run_experiment(
     todo = [run for run, is_done in zip(runs, done_mask) if not is_done]
     run_axis = run_axis or RunAxis()
     budget = memory_budget or device_memory_budget(run_axis)
-    started = time.time()
     factors = experiment.factors(profile)
+    machine = _machine_meta(run_axis, deterministic, command or " ".join(sys.argv))
     static = _static_meta(experiment, profile, overrides, seeds, run_axis)
     static.update(
         deterministic=deterministic,
@@ -250,8 +335,9 @@ def run_experiment(
         processes=jax.process_count(),
         memory_budget_bytes=int(budget),
     )
-    if writer:
-        folder.update_meta(static)
+    # Checkpoints of cohorts whose measurement failed are used by a lone process only:
+    # with several, every process would have to skip training alike.
+    reuse = writer and jax.process_count() == 1
 
     cohorts = group_cohorts(todo)
     total = sum(len(rs) * spec.epochs for spec, rs in cohorts.items())
@@ -276,56 +362,119 @@ def run_experiment(
             {s: [r.config.stream_seeds(r.seed)[s] for r in cohort_runs] for s in STREAMS},
         )
         hparams = {h: np.array([r.config.hparams()[h] for r in cohort_runs]) for h in HPARAMS}
-        epochs_seen = 0
-        for update in cohort.train(keys, hparams):
-            bar.update(len(cohort_runs) * (update["epochs_done"] - epochs_seen))
-            epochs_seen = update["epochs_done"]
-        result = update["result"]
+        pending = _pending_key(cohort_runs)
+        result = _load_pending(folder, pending, cohort_runs) if reuse else None
+        if result is None:
+            epochs_seen = 0
+            for update in cohort.train(keys, hparams):
+                bar.update(len(cohort_runs) * (update["epochs_done"] - epochs_seen))
+                epochs_seen = update["epochs_done"]
+            result = update["result"]
+        else:
+            bar.update(len(cohort_runs) * spec.epochs)
         measured_start = time.perf_counter()
         measures = {}
         if hasattr(experiment.module, "measure"):
             # Per-run arrays become summary columns; DataFrames (with run_id and the
             # grid factors) become tables of their own, e.g. slices.csv.
             trained = TrainedCohort(cohort, cohort_runs, result, keys)
-            measures = experiment.module.measure(trained)
+            try:
+                measures = experiment.module.measure(trained)
+            except BaseException:
+                if writer:  # keep what was trained: the next run measures it again
+                    _save_pending(folder, pending, cohort_runs, result)
+                raise
         result.timings["measure_s"] = time.perf_counter() - measured_start
         runs_done += len(cohort_runs)
         if not writer:
             continue
-        _save_params(experiment, folder, cohort_runs, result)
         tables = {k: v for k, v in measures.items() if isinstance(v, pd.DataFrame)}
         columns = {k: v for k, v in measures.items() if k not in tables}
         summary, history = _rows(experiment.name, cohort, cohort_runs, result, columns)
-        folder.append_runs(summary, history, order=factors + ["seed"], tables=tables)
         memory = {"estimate_bytes": estimate.cohort(per_device, run_batch), "run_batch": run_batch}
         memory.update(peak_memory(run_axis))
-        folder.update_meta(
-            {"cohorts": [_cohort_meta(spec, cohort, cohort_runs, result) | {"memory": memory}]}
+        entry = _cohort_meta(spec, cohort, cohort_runs, result) | {
+            "memory": memory,
+            "trained_on": machine | {"finished": _iso(time.time())},
+        }
+        folder.commit_cohort(
+            summary,
+            history,
+            order=factors + ["seed"],
+            tables=tables,
+            params=_params_to_save(experiment, cohort_runs, result),
+            meta=static | {"cohorts": [entry]},
         )
+        folder.drop_pending(pending)
         bar.set_postfix_str(f"runs {runs_done}/{len(todo)}")
     bar.close()
     if not writer:
         return RunReport(folder, pd.DataFrame(columns=claimtests.VERDICT_COLUMNS), [], len(todo), 0)
-    _run_standalone(experiment, folder, profile, seeds, force)
+    computed = _run_standalone(experiment, folder, profile, seeds, force, static)
 
     verdicts = analyze(experiment, folder)
     figures = draw_figures(experiment, folder)
-    folder.update_meta(
-        {
-            "invocations": [
-                {
-                    "command": command or " ".join(sys.argv),
-                    "git_commit": git_commit(),
-                    "started": _iso(started),
-                    "finished": _iso(time.time()),
-                    "wall_s": round(time.time() - started, 2),
-                    "new_runs": len(todo),
-                    "skipped_runs": len(runs) - len(todo),
-                }
-            ]
-        }
+    invocation = {
+        "command": machine["command"],
+        "git_commit": machine["git_commit"],
+        "started": _iso(started),
+        "finished": _iso(time.time()),
+        "wall_s": round(time.time() - started, 2),
+        "new_runs": len(todo),
+        "skipped_runs": len(runs) - len(todo),
+    }
+    if todo or computed:  # it made numbers: its provenance belongs with them
+        folder.update_meta({"invocations": [invocation]})
+    folder.log_invocation(invocation | {"device_kind": machine["device_kind"]})
+    return RunReport(
+        folder,
+        verdicts,
+        figures,
+        len(todo),
+        len(runs) - len(todo),
+        diverged_runs=_diverged(folder, runs),
     )
-    return RunReport(folder, verdicts, figures, len(todo), len(runs) - len(todo))
+
+
+def _diverged(folder: ResultsFolder, runs: Sequence[Run]) -> int:
+    """Planned runs in the folder flagged ``diverged``."""
+    summary = folder.summary()
+    if "diverged" not in summary or "run_id" not in summary:
+        return 0
+    planned = summary[summary["run_id"].isin({run.run_id for run in runs})]
+    return int(planned["diverged"].astype(str).str.lower().isin(["true", "1", "1.0"]).sum())
+
+
+def _pending_key(runs: Sequence[Run]) -> str:
+    return hashlib.sha256(",".join(run.run_id for run in runs).encode()).hexdigest()[:16]
+
+
+def _save_pending(folder: ResultsFolder, key: str, runs, result: CohortResult) -> None:
+    state = {k: v for k, v in result.state.items() if k != "opt_state"}
+    arrays = {
+        "state": state,
+        "history": result.history,
+        "steps": result.steps,
+        "eval_epochs": result.eval_epochs,
+        "tracked": dict(result.tracked),
+        "timings": {k: np.float64(v) for k, v in result.timings.items()},
+    }
+    folder.save_pending(key, [run.run_id for run in runs], arrays)
+
+
+def _load_pending(folder: ResultsFolder, key: str, runs) -> CohortResult | None:
+    """A cohort trained earlier whose measurement failed (state without ``opt_state``)."""
+    arrays = folder.load_pending(key, [run.run_id for run in runs])
+    if arrays is None:
+        return None
+    return CohortResult(
+        state=arrays["state"],
+        history=arrays["history"],
+        steps=arrays["steps"],
+        eval_epochs=arrays["eval_epochs"],
+        timings={k: float(v) for k, v in arrays.get("timings", {}).items()},
+        tracked=arrays.get("tracked", {}),
+    )
 
 
 def device_memory_budget(run_axis: RunAxis, fraction: float = 0.8) -> int:
@@ -357,38 +506,42 @@ def _memory_stats(device) -> dict:
         return {}
 
 
-def _run_standalone(experiment, folder: ResultsFolder, profile: str, seeds: int, force: bool):
+def _run_standalone(
+    experiment, folder: ResultsFolder, profile: str, seeds: int, force: bool, static: dict
+) -> bool:
     """The experiment's ``standalone`` tables (work that trains no cohort), computed
-    when any is missing (or with ``--force``) and written whole."""
+    when any is missing (or with ``--force``) and written whole; whether it ran."""
     standalone = getattr(experiment.module, "standalone", None)
     if standalone is None:
-        return
+        return False
     written = folder.meta().get("standalone_tables", [])
     present = {p.name.split(".")[0] for p in folder.path.glob("*.csv*")}
     if written and not force and set(written) <= present:
-        return
+        return False
     started = time.perf_counter()
     tables = standalone(profile, seeds)
     for name, frame in tables.items():
         folder.write_table(name, frame)
     folder.update_meta(
-        {
+        static
+        | {
             "standalone_tables": sorted(tables),
             "standalone_s": round(time.perf_counter() - started, 2),
         }
     )
+    return True
 
 
-def _save_params(experiment: Experiment, folder: ResultsFolder, runs, result) -> None:
-    """Final parameters as ``params/<run_id>.npz`` for the runs the experiment asks for.
-
-    ``SAVE_PARAMS`` in the experiment module: True (every run) or a predicate on a Run.
-    """
+def _params_to_save(experiment: Experiment, runs, result) -> dict:
+    """Final parameters (run id → tree) of the runs the experiment asks to keep as
+    ``params/<run_id>.npz``: ``SAVE_PARAMS`` in its module is True (every run) or a
+    predicate on a Run."""
     wanted = getattr(experiment.module, "SAVE_PARAMS", False)
-    for r, run in enumerate(runs):
-        if wanted is True or (callable(wanted) and wanted(run)):
-            params = jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], result.state["params"])
-            save_params(folder, run.run_id, params)
+    return {
+        run.run_id: jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], result.state["params"])
+        for r, run in enumerate(runs)
+        if wanted is True or (callable(wanted) and wanted(run))
+    }
 
 
 def analyze(experiment: Experiment, folder: ResultsFolder) -> pd.DataFrame:
@@ -446,6 +599,30 @@ def _rows(name, cohort: Cohort, runs, result: CohortResult, measures: dict):
                 }
             )
     return pd.DataFrame(summary_rows), pd.DataFrame(history_rows)
+
+
+def _machine_meta(run_axis: RunAxis, deterministic: bool, command: str) -> dict:
+    """What trains a cohort now: commit, command, backend, device kind, versions."""
+    import flax
+    import optax
+
+    return {
+        "git_commit": git_commit(),
+        "command": command,
+        "backend": jax.default_backend(),
+        "device_kind": run_axis.devices[0].device_kind,
+        "devices": run_axis.num_devices,
+        "processes": jax.process_count(),
+        "deterministic": deterministic,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+        },
+    }
 
 
 def _static_meta(experiment, profile, overrides, seeds, run_axis: RunAxis) -> dict:
