@@ -133,6 +133,11 @@ class Config(RunConfig):
         "widths": "set mlp_widths, cnn_channels or cnn2d_channels instead",
         "epochs": "set epochs_mnist1d or epochs_mnist5k instead",
     }
+    #: the measurement protocol: changing it re-measures the same training runs
+    MEASURE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"checkpoint_fractions", "probe_steps", "probe_learning_rate", "probe_l2"}
+        | {"cka_examples", "filter_units", "window_2d", "window_1d"}
+    )
 
     def cohort_spec(self) -> CohortSpec:
         allowed = {"mlp": ("mnist1d", "mnist5k"), "cnn": ("mnist1d",), "cnn2d": ("mnist5k",)}

@@ -389,7 +389,7 @@ def measure(trained) -> dict:
     spec, data = trained.cohort.spec, trained.cohort.data
     per_run = _curvature_fn(tuple(spec.widths), data.num_classes, spec.activation, spec.loss)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    keys = jax.random.split(jax.random.key(17), len(trained.runs))
+    keys = trained.run_keys(17)  # from each run's seed, not its place in the cohort
     values = trained.map(per_run, (trained.result.state["params"], keys), (x, y))
     reference = saddle_reference(data)
     return {**values, **{k: np.full(len(trained.runs), v) for k, v in reference.items()}}

@@ -210,8 +210,8 @@ def measure(trained) -> dict:
     x_full, y_full = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     params = trained.result.state["params"]
     runs = trained.runs
-    # Run r of every cohort gets the same probe keys: differences are not probe noise.
-    keys = jax.random.split(jax.random.key(50805), len(runs))
+    # Probe keys from each run's seed (the same for a seed at every grid point).
+    keys = trained.run_keys(50805)
     values = trained.map(per_run, (params, keys), (x_sub, y_sub, x_full, y_full))
     values["reference_batch"] = np.array([run.config.reference_batch for run in runs])
     one_run = jax.tree.map(lambda a: a[0], params)

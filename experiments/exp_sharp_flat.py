@@ -203,8 +203,8 @@ def measure(trained) -> dict:
     x_full, y_full = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     params = trained.result.state["params"]
     runs = trained.runs
-    # The same probe keys for run r of every cohort: differences are not probe noise.
-    keys = jax.random.split(jax.random.key(20260), len(runs))
+    # Probe keys from each run's seed (the same for a seed at every grid point).
+    keys = trained.run_keys(20260)
     values = trained.map(per_run, (params, keys), (x_sub, y_sub, x_full, y_full))
     slices = values.pop("slice")
 

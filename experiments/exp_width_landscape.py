@@ -132,7 +132,7 @@ def measure(trained) -> dict:
     params, labels = state["params"], state["labels"]
     x_sub = jnp.asarray(data.x_train[:CURVATURE_EXAMPLES])
     x_test, y_test = jnp.asarray(data.x_test[:3000]), jnp.asarray(data.y_test[:3000])
-    keys = jax.random.split(jax.random.key(20261), len(runs))
+    keys = trained.run_keys(20261)  # from each run's seed, not its place in the cohort
     values = trained.map(per_run, (params, labels, keys), (x_sub,))
 
     # disjoint pairs of seeds (0-1, 2-3, ...) within each noise level

@@ -220,6 +220,11 @@ class RunConfig:
     #: Base fields added after results were first published: a run id leaves such a
     #: field out while it holds its default, so earlier results keep their ids.
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"grad_noise", "track_sharpness"})
+    #: Fields that only configure a measurement of the trained run (probe steps, CKA
+    #: examples, …), not its training: a run's id holds them at their class default, so
+    #: changing one measures the same training run (and ids of results written before
+    #: this declaration, which hold the defaults, are unchanged).
+    MEASURE_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def identity(self) -> dict:
         """The fields that identify a run (hashed into its run id)."""
@@ -228,6 +233,13 @@ class RunConfig:
             default = RunConfig.__dataclass_fields__[name].default
             if fields.get(name) == default:
                 del fields[name]
+        for name in self.MEASURE_FIELDS:
+            field = type(self).__dataclass_fields__[name]
+            fields[name] = (
+                field.default
+                if field.default_factory is dataclasses.MISSING
+                else field.default_factory()
+            )
         return fields
 
     def validate(self) -> None:
