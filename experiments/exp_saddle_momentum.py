@@ -38,26 +38,17 @@ The protocol (η, β, noise std, budgets, thresholds) was fixed before comparing
 ``gd_lr_eff`` control is defined); the budgets were sized on plain GD alone (the
 slowest GD run escapes at step 157 of 200; 3,000 toy steps leave 3× margin).
 
-Verdicts (pre-registered, per problem): the per-seed ratio GD steps / arm steps,
-geometric mean over the init scales, with a bootstrap CI over seeds; "faster"
-means the ratio exceeds 1.2. Runs that never escape within the budget are censored:
-their steps are counted as the budget (so a censored GD makes the ratio a lower
-bound) and counted in the finding. The plateau's λ_min is tested for being < −0.05.
+Tests (``TESTS``): primary, on the network, per seed the mean over init scales of
+log(steps GD / steps heavy-ball) > ln 1.25; secondary, the same for the other arms, the
+toy and the control GD at η/(1−β) vs heavy-ball (runs that diverge or never escape are
+left out and counted), and the plateau's λ_min < −0.05; the toy's exact λ_min a check.
 
-Measured alone on the 2-core CPU: 135 s wall for ``toolkit run exp_saddle_momentum --seeds 10``
-(the figures below were taken while other jobs shared the machine).
-
-Cost: default profile (toy 240 runs × 3,000 steps: seconds; network 6 arms × 3
-scales × 10 seeds = 180 runs × 200 full-batch steps + 30 plateau probes × 20 steps,
-4 cohorts, 36,600 network steps): 4 min 26 s wall on the 2-core CPU shared with other
-jobs (load average ~7; 2 min 41 s of CPU time; measured with ``time toolkit run
-exp_saddle_momentum --seeds 10``), of which 2.6 min training, 1 min compilation,
-0.4 min Lanczos, 6 s the toy. Alone it should take about 3 minutes (not measured: the
-CPU was never free). The engine's full-batch step costs 2–6 ms per run here, mostly
-the per-run shuffle and gather of the 4,000 examples, not the 520-parameter model.
-Paper profile: 20 seeds, 5 init scales (1e-5 … 1e-1), 400 steps evaluated every 2,
-toy scales down to 1e-10 (one GPU, about a minute; not run here). Quick profile: 2
-seeds, GD and heavy-ball only, 40 steps; about a minute, mostly compilation.
+Cost: default profile (toy 240 runs × 3,000 steps; network 180 runs × 200 full-batch
+steps + 30 plateau probes × 20 steps, 4 cohorts): 135 s wall alone on the 2-core CPU
+(4 min 26 s under a load of ~7: 2.6 min training, 1 min compilation, 0.4 min Lanczos,
+6 s the toy). Paper profile: 20 seeds, 5 init scales (1e-5 … 1e-1), 400 steps, toy
+scales down to 1e-10 (one GPU, about a minute; not run here). Quick profile: 2 seeds,
+GD and heavy-ball only, 40 steps; about a minute, mostly compilation.
 
 Expected: on both problems plain GD's escape time grows like log(1/s); heavy-ball
 and Nesterov escape several times sooner at the same η; noise shortens GD's escape
@@ -68,14 +59,13 @@ comes from accelerated-method theory (Jin et al. 2018) and perturbed GD from Ge 
 al. 2015 / Jin et al. 2017. The ``gd_lr_eff`` control asks whether momentum's gain
 is more than its larger effective step.
 
-Measured (default, 10 seeds): GD / heavy-ball escape-step ratio 4.97× [4.96, 4.98]
-on the toy and 3.26× [3.24, 3.28] on the network (Nesterov 5.3× / 3.7×, Adam 7.4× /
-2.6×; no run censored). But plain GD at η/(1−β) escapes in about half heavy-ball's
-steps (ratio 0.54× toy, 0.42× network): here momentum's advantage is its larger
-effective step, which GD can also take on these problems, not something beyond it.
-Gradient noise helps GD only from the tiniest inits (1.29× toy; 1.14× network,
-inconclusive against the 1.2× bar). The plateaus are saddles: λ_min = −0.578 on
-the network plateau, exactly the predicted −σ₁(Σ_yx), and −1.99 on the toy.
+Measured (default, 10 seeds): on the network GD needs 3.26× [3.23, 3.29] heavy-ball's
+escape steps (toy 4.97×; Nesterov 3.7× / 5.3×, Adam 2.6× / 7.3×; no run censored). But
+plain GD at η/(1−β) escapes in about half heavy-ball's steps (0.42× network, 0.54×
+toy): here momentum's advantage is its larger effective step, which GD can also take
+on these problems. Gradient noise helps GD only from the tiniest inits (1.14×
+network, 1.29× toy, neither clearly past 1.25×). The plateaus are saddles: λ_min =
+−0.578 on the network plateau, the predicted −σ₁(Σ_yx), and ≤ −1.96 on the toy.
 """
 
 from __future__ import annotations
@@ -94,19 +84,21 @@ import numpy as np
 import pandas as pd
 
 from toolkit import figures as fig
+from toolkit import intervals as iv
 from toolkit import measures as M
 from toolkit import models, toy
+from toolkit.claimtests import Test, exact, per_seed, usable
 from toolkit.data import Dataset
 from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.runner import root_seed
 from toolkit.spec import Count, Positive, RunConfig, SpecError
-from toolkit.stats import bootstrap_ci, seed_verdict
 
 CLAIMS = ("C17",)
+CLAIM_FIGURES = {"C17": "escape_vs_init_scale"}
 BETA = 0.9  # momentum of heavy-ball and Nesterov, Adam's b1
 NOISE_STD = 1e-3  # gd_noise: std of the Gaussian noise per gradient coordinate
-FASTER = 0.2  # smallest effect: ratio of escape steps at least 1.2
+FASTER = math.log(1.25)  # smallest effect: at least 25% fewer steps to escape
 SADDLE_MARGIN = 0.05  # λ_min on the plateau must be below −this
 TOY_THRESHOLD = -0.5  # toy escape: f below half the depth of the minima (−1)
 #: arm → (engine optimizer, momentum, lr multiplier of η, gradient-noise std)
@@ -398,7 +390,7 @@ def measure(trained) -> dict:
 # ----- analysis ------------------------------------------------------------------------------
 def network_escapes(results: ResultsFolder) -> pd.DataFrame:
     """One row per full-budget network run: escape step (first evaluated step with train
-    loss below the threshold; the budget if never, flagged censored)."""
+    loss below the threshold; -1 and ``censored`` if never within the budget)."""
     summary = results.summary()
     runs = summary[summary["stage"] == "escape"].copy()
     history = results.history()
@@ -413,116 +405,116 @@ def network_escapes(results: ResultsFolder) -> pd.DataFrame:
     return runs
 
 
-def _counted_steps(frame: pd.DataFrame) -> pd.Series:
-    """Escape steps with censored runs counted as the budget (at least 1)."""
-    steps = np.where(frame["censored"], frame["budget"], frame["escape_step"])
-    return pd.Series(np.maximum(steps, 1), index=frame.index, dtype=float)
+def escaped(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Runs that count: not diverged and escaped within the budget (steps ≥ 1 for logs)."""
+    ok, excluded = usable(frame, ~frame["censored"].astype(bool))
+    return ok.assign(steps=np.maximum(ok["escape_step"], 1).astype(float)), excluded
 
 
-def seed_ratios(frame: pd.DataFrame, arm: str, reference: str = "gd") -> pd.Series:
-    """Per seed: geometric mean over init scales of reference steps / ``arm`` steps."""
-    frame = frame.assign(counted=_counted_steps(frame))
-    table = frame.pivot_table(index=["seed", "init_scale"], columns="arm", values="counted")
+def log_ratios(frame: pd.DataFrame, arm: str, reference: str = "gd") -> tuple[pd.Series, str]:
+    """Per seed: mean over init scales of log(steps of ``reference`` / steps of ``arm``),
+    over runs that escaped; and the runs left out, in words."""
+    part = frame[frame["arm"].isin([arm, reference])]
+    ok, excluded = escaped(part)
+    out = "; ".join(f"{k} runs {why}" for why, k in excluded.items()) or "no run left out"
+    table = ok.pivot_table(index=["seed", "init_scale"], columns="arm", values="steps")
     if arm not in table or reference not in table:
-        return pd.Series(dtype=float)
-    log_ratio = np.log(table[reference] / table[arm])
-    return np.exp(log_ratio.groupby(level="seed").mean())
+        return pd.Series(dtype=float), out
+    logs = np.log(table[reference] / table[arm]).groupby(level="seed").mean()
+    return logs.reindex(sorted(frame["seed"].unique())), out
 
 
-def _censored_note(frame: pd.DataFrame, arms: list[str]) -> str:
-    counts = {a: int(frame.loc[frame["arm"] == a, "censored"].sum()) for a in arms}
-    totals = {a: int((frame["arm"] == a).sum()) for a in arms}
-    budget = int(frame["budget"].max())
-    parts = [f"{LABELS[a]} {counts[a]}/{totals[a]}" for a in arms]
-    return f"censored (no escape in {budget} steps): " + ", ".join(parts)
+PROBLEMS = {"toy": "toy surface x² − y² + y⁴/4", "net": "deep linear network 40-10-10, MNIST-1D"}
 
 
-def _ratio_rows(frame: pd.DataFrame, problem: str) -> list[dict]:
-    counted = frame.assign(counted=_counted_steps(frame))
-    per_scale = counted.groupby(["arm", "init_scale"])["counted"].mean().unstack("init_scale")
-    rows = []
-    for arm, reference in COMPARISONS:
-        ratios = seed_ratios(frame, arm, reference)
-        if ratios.empty:
-            continue
-        if reference == "gd":
-            hypothesis = f"{LABELS[arm]} escapes the saddle in fewer steps than plain GD (≥ 1.2×)"
-        else:
-            hypothesis = (
-                "Momentum's head start is more than its larger effective step: plain GD at "
-                "η/(1−β) takes ≥ 1.2× heavy-ball's steps"
-            )
-        scales = ", ".join(
-            f"s={s:g}: {per_scale.loc[reference, s]:.0f} vs {per_scale.loc[arm, s]:.0f}"
-            for s in sorted(per_scale.columns, reverse=True)
+def _ratio_test(problem: str, arm: str, reference: str, role: str = "secondary") -> Test:
+    if reference == "gd":
+        hypothesis = f"{LABELS[arm]} escapes the saddle in fewer steps than plain GD"
+    else:
+        hypothesis = (
+            "Momentum's gain is more than its larger effective step: plain GD at η/(1−β) "
+            "takes more steps than heavy-ball"
         )
-        note = _censored_note(frame, [reference, arm])
-        row = seed_verdict(
-            "C17",
-            hypothesis,
-            f"steps({LABELS[reference]}) / steps({LABELS[arm]}) − 1, "
-            "per-seed geometric mean over init scales",
-            ratios - 1.0,
-            "greater",
-            # {{…}} survive seed_verdict's formatting and are filled in below as ratios.
-            "Escape-step ratio {{ratio:.2f}}× [{{low:.2f}}, {{high:.2f}}] (n = {n} seeds); "
-            f"mean steps {LABELS[reference]} vs {LABELS[arm]} by init scale: {scales}; {note}.",
-            smallest_effect=FASTER,
-            condition=problem,
-        )
-        row["finding"] = row["finding"].format(
-            ratio=1 + row["estimate"], low=1 + row["ci_low"], high=1 + row["ci_high"]
-        ) + NOTES.get((arm, reference), "")
-        rows.append(row)
-    return rows
+    return Test(
+        f"{problem}_{arm}_vs_{reference}", "C17", role, "log_ratio",
+        f"log(steps {LABELS[reference]} / steps {LABELS[arm]}) to escape, per seed mean over "
+        "init scales",
+        hypothesis, "greater", FASTER,
+        "GD's escape time scales as 1/η, so a saving under 25% is what a 25% larger step "
+        "gives: 'escapes naturally' needs more",
+        "Escape-step ratio {ratio:.2f}× [{ratio_low:.2f}, {ratio_high:.2f}] ({n} of {planned} "
+        "seeds; {verdict}); mean steps " + f"{LABELS[reference]} vs {LABELS[arm]}"
+        + " by init scale: {scales}; {runs_out}." + NOTES.get((arm, reference), ""),
+        condition=PROBLEMS[problem],
+    )  # fmt: skip
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
-    rows: list[dict] = []
-    toy_runs = results.table("toy_runs")
-    if not toy_runs.empty:
-        rows += _ratio_rows(toy_runs, "toy surface x² − y² + y⁴/4")
-        gd = toy_runs[toy_runs["arm"] == "gd"]
-        per_seed = gd.groupby("seed")["lambda_min_plateau"].mean()
-        rows.append(
-            seed_verdict(
-                "C17",
-                "GD's slow phase on the toy surface is a saddle (λ_min < 0 where it stalls)",
-                "smallest exact Hessian eigenvalue at GD's slowest point",
-                per_seed,
-                "less",
-                "λ_min = {estimate:.3f} [{low:.3f}, {high:.3f}] at the point of smallest "
-                "gradient norm (saddle value −2), n = {n} seeds.",
-                smallest_effect=SADDLE_MARGIN,
-                condition="toy surface x² − y² + y⁴/4",
-            )
-        )
+TESTS = [
+    _ratio_test("net", "heavy_ball", "gd", role="primary"),
+    *[_ratio_test("net", arm, ref) for arm, ref in COMPARISONS[1:]],
+    *[_ratio_test("toy", arm, ref) for arm, ref in COMPARISONS],
+    Test(
+        "net_lambda_min", "C17", "secondary", "mean",
+        "smallest Hessian eigenvalue (Lanczos) on the plateau, per seed mean over init scales",
+        "The network's plateau is a saddle (λ_min < 0 on it), not a local minimum",
+        "less", SADDLE_MARGIN,
+        "−0.05 is well beyond Lanczos' error here and an order below the predicted −0.58",
+        "λ_min = {estimate:.4f} [{low:.4f}, {high:.4f}] after {steps} GD steps (predicted "
+        "−σ₁(Σ_yx) = {predicted:.3f}); {on_plateau} probes still above the escape threshold; "
+        "after the budget GD's λ_min is {after:.3f} (mean); n = {n}.",
+        condition=PROBLEMS["net"],
+    ),
+    Test(
+        "toy_lambda_min", "C17", "check", "exact",
+        "largest over GD runs of the exact Hessian's smallest eigenvalue at the run's point "
+        "of smallest gradient norm",
+        "GD's slow phase on the toy surface is at a saddle (λ_min < 0 where it stalls)",
+        "less", SADDLE_MARGIN, "the same margin as the network's plateau",
+        "λ_min at GD's slowest point ≤ {estimate:.3f} in all {runs} GD runs (the saddle's −2).",
+        condition=PROBLEMS["toy"],
+    ),
+]  # fmt: skip
+
+
+def _ratio_evidence(frame: pd.DataFrame, arm: str, reference: str, seeds: int):
+    logs, runs_out = log_ratios(frame, arm, reference)
+    low, high = iv.t_interval(logs).ci()
+    ok, _ = escaped(frame)
+    means = ok.groupby(["arm", "init_scale"])["steps"].mean()
+    scales = sorted(frame["init_scale"].unique(), reverse=True)
+    scales = ", ".join(
+        f"s={s:g}: {means.get((reference, s), np.nan):.0f} vs {means.get((arm, s), np.nan):.0f}"
+        for s in scales
+    )
+    ratios = dict(ratio=math.exp(logs.mean()), ratio_low=math.exp(low), ratio_high=math.exp(high))
+    return per_seed(logs, planned=seeds, scales=scales, runs_out=runs_out, **ratios)
+
+
+def analyze(results: ResultsFolder) -> dict:
     escapes = network_escapes(results)
-    problem = "deep linear network 40-10-10, MNIST-1D, MSE, full batch"
-    rows += _ratio_rows(escapes, problem)
+    toy_runs = results.table("toy_runs")
+    seeds = escapes["seed"].nunique()
+    evidence = {}
+    for problem, frame in (("net", escapes), ("toy", toy_runs)):
+        for arm, reference in COMPARISONS:
+            ev = _ratio_evidence(frame, arm, reference, seeds) if len(frame) else per_seed([])
+            evidence[f"{problem}_{arm}_vs_{reference}"] = ev
     summary = results.summary()
     probe = summary[summary["stage"] == "plateau"]
-    if not probe.empty:
-        on_plateau = probe["final_train_loss"] > probe["escape_threshold"]
-        per_seed = probe.groupby("seed")["lambda_min"].mean()
-        after = escapes.loc[escapes["arm"] == "gd", "lambda_min"]
-        steps = int(probe["epochs"].iloc[0])
-        rows.append(
-            seed_verdict(
-                "C17",
-                "The network's plateau is a saddle (λ_min < 0 on it), not a local minimum",
-                f"smallest Hessian eigenvalue (Lanczos) after {steps} GD steps",
-                per_seed,
-                "less",
-                "λ_min = {estimate:.3f} [{low:.3f}, {high:.3f}] on the plateau (predicted "
-                f"−σ₁(Σ_yx) = {probe['lambda_min_predicted'].iloc[0]:.3f}); "
-                f"{int(on_plateau.sum())}/{len(probe)} probes above the escape threshold; "
-                f"after the budget GD's λ_min is {after.mean():.3f} (mean), n = {{n}} seeds.",
-                smallest_effect=SADDLE_MARGIN,
-                condition=problem,
-            )
-        )
-    return rows
+    evidence["net_lambda_min"] = per_seed(
+        probe.groupby("seed")["lambda_min"].mean(),
+        planned=seeds,
+        steps=int(probe["epochs"].max()) if len(probe) else 0,
+        predicted=float(summary["lambda_min_predicted"].iloc[0]),
+        on_plateau=f"{int((probe['final_train_loss'] > probe['escape_threshold']).sum())}/"
+        f"{len(probe)}",
+        after=escapes.loc[escapes["arm"] == "gd", "lambda_min"].mean(),
+    )
+    gd = toy_runs[toy_runs["arm"] == "gd"] if len(toy_runs) else toy_runs
+    evidence["toy_lambda_min"] = exact(
+        gd["lambda_min_plateau"].max() if len(gd) else math.nan, runs=len(gd)
+    )
+    return evidence
 
 
 # ----- figures ------------------------------------------------------------------------------
@@ -590,7 +582,7 @@ def _trajectory_figure(trajectories: pd.DataFrame, toy_runs: pd.DataFrame, out_d
 
 def _loss_figure(results: ResultsFolder, out_dir: Path) -> Path:
     summary = results.summary()
-    escape_ids = summary.loc[summary["stage"] == "escape", "run_id"]
+    escape_ids = usable(summary[summary["stage"] == "escape"])[0]["run_id"]
     history = results.history()
     history = history[history["run_id"].isin(escape_ids)]
     threshold = float(summary["escape_threshold"].iloc[0])
@@ -635,42 +627,43 @@ def _loss_figure(results: ResultsFolder, out_dir: Path) -> Path:
 
 
 def _escape_figure(results: ResultsFolder, toy_runs: pd.DataFrame, out_dir: Path) -> Path:
-    panels = [("network (deep linear, MNIST-1D)", network_escapes(results))]
+    escapes = network_escapes(results)
+    primary = per_seed(log_ratios(escapes, "heavy_ball")[0]).interval
+    low, high = np.exp(primary.ci())
+    panels = [
+        (
+            f"network: GD / heavy-ball steps {math.exp(primary.estimate):.2f}× "
+            f"[{low:.2f}, {high:.2f}]\n(geometric mean, n = {primary.n} seeds)",
+            escapes,
+        )
+    ]
     if not toy_runs.empty:
         panels.insert(0, ("toy surface x² − y² + y⁴/4", toy_runs))
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     colors = _colors()
     for ax, (title, frame) in zip(axes[0], panels):
-        frame = frame.assign(counted=_counted_steps(frame))
-        for arm in [a for a in ARMS if a in set(frame["arm"])]:
-            part = frame[frame["arm"] == arm]
-            stats = part.groupby("init_scale")["counted"]
-            # Geometric mean and a bootstrap CI over seeds (steps are right-skewed).
-            cis = {
-                s: bootstrap_ci(np.log(v.to_numpy()), n_resamples=2000)
-                for s, v in stats  # fmt: skip
-            }
+        ok, _ = escaped(frame)
+        for arm in [a for a in ARMS if a in set(ok["arm"])]:
+            # Geometric mean and t-interval of log steps over seeds, per init scale.
+            logs = ok[ok["arm"] == arm].groupby("init_scale")["steps"]
+            cis = {s: iv.t_interval(np.log(v)) for s, v in logs}
             scales = sorted(cis)
-            mean = np.exp([cis[s][0] for s in scales])
-            low = np.exp([cis[s][1] for s in scales])
-            high = np.exp([cis[s][2] for s in scales])
+            bounds = np.exp([cis[s].ci() for s in scales])
+            mean = np.exp([cis[s].estimate for s in scales])
             ax.plot(scales, mean, "o-", color=colors[arm], label=LABELS[arm], ms=3)
-            ax.fill_between(scales, low, high, color=colors[arm], alpha=0.2, lw=0)
-            censored = part.groupby("init_scale")["censored"].any()
-            hit = [s for s in scales if censored[s]]
-            ax.plot(hit, np.exp([cis[s][0] for s in hit]), "^", color=colors[arm], ms=7, mfc="none")
+            ax.fill_between(scales, bounds[:, 0], bounds[:, 1], color=colors[arm], alpha=0.2, lw=0)
         ax.axhline(frame["budget"].max(), color="k", ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("init scale s (distance from the saddle)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     axes[0, 0].set_ylabel("steps to escape")
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    n = fig.n_seeds(panels[-1][1])
-    censored = any(frame["censored"].any() for _, frame in panels)
+    left_out = sum(len(frame) - len(escaped(frame)[0]) for _, frame in panels)
     figure.suptitle(
-        f"Escape steps vs init scale: geometric mean, 95% bootstrap CI across seeds (n = {n}); "
-        "dotted: the budget" + ("; △ some runs censored at it" if censored else ""),
+        f"Escape steps vs init scale: geometric mean, 95% t-interval across seeds "
+        f"(n = {fig.n_seeds(escapes)}); dotted: the budget; "
+        f"{left_out} runs left out (diverged or never escaped)",
         fontsize=10,
     )
     return fig.save(figure, out_dir, "escape_vs_init_scale")

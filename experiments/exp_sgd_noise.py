@@ -20,8 +20,12 @@ at the reference batch B = 100 (the lr anchor, equal lr under both policies), an
 target train loss for "compute to reach a given loss" is 1.5 nats (chance: 2.30),
 chosen from a pilot so that the reference SGD run reaches it well inside its budget;
 for it every (policy, B, seed) uses the longer of its two runs (same seed: the shorter
-run is a prefix of the longer). A run that never reaches the target is reported as
-censored at its budget, not dropped: a censored GD run makes its ratio a lower bound.
+run is a prefix of the longer). A run that never reaches the target is left out of the
+ratio ("did not reach the comparison point"). The C05 primary is the scaled-lr arm, where
+GD reaches the target; at the fixed lr GD reaches it in no seed within 160 epochs, so
+that secondary row only bounds the ratio from below (GD's budget over SGD's need).
+C08's primary is the slope of the gradient variance on B; the compiled memory is a
+deterministic check; flatness and accuracy rows are secondary.
 
 Measured per run on its final parameters (eval mode): the top Hessian eigenvalue
 (Lanczos, 20 iterations, on the first 1,000 training examples) and the minibatch
@@ -29,28 +33,22 @@ gradient variance E‖g_B − g‖² at B = 25, 100, 400, 1,000 on the full trai
 (16 batches each; log-log slope after the without-replacement factor (N−B)/(N−1),
 ``measures.gradient_noise_scaling``). Per cohort (one training batch size): the
 compiled memory of one SGD step of one run at that B (XLA's buffer assignment:
-arguments + outputs + temporaries; available on every backend; the C08 verdict) and
+arguments + outputs + temporaries; available on every backend; the C08 check) and
 the device's peak bytes in use when the cohort's training ends (``memory_stats()``:
 NaN on a CPU, which does not report it; on a GPU it is the process's running peak, so
 after the first cohort it includes earlier cohorts' measurements and hardly moves
 with B: 210 MiB after B = 25, then 381–390 MiB on an H200).
 
-Measured alone on the 2-core CPU: 175 s wall for ``toolkit run exp_sgd_noise --seeds 10``
-(the figures below were taken while other jobs shared the machine).
-
-Cost (measured): default profile (5 batch sizes × 2 policies × 2 budgets × 10 seeds =
-200 runs, 9 cohorts) 9 min 16 s wall, 4 min 8 s CPU, on the 2-core CPU while other
-jobs kept its load average at 7–8 (4 min of it training steps, 3 min
-compilation, 2 min measurement; alone it should take about its CPU time). Paper profile (20 seeds,
-100 epochs, 1,600 equal steps = 1,600 epochs of GD; 400 runs, 10 cohorts) 2 min 37 s
-on one H200, of which training is ~5 s and the first measurement's compilation ~55 s.
-Quick profile: ~1 min on either (compilation).
+Cost: default profile (200 runs, 9 cohorts) 175 s wall alone on the 2-core CPU (9 min
+16 s under a load of 7–8: 4 min training, 3 min compilation, 2 min measurement). Paper
+profile (20 seeds, 100 epochs, 1,600 equal steps; 400 runs) 2 min 37 s on one H200
+(training ~5 s, the first measurement's compilation ~55 s). Quick profile: ~1 min.
 
 Caveat of the budgets: at equal epochs GD has taken only 40 steps (100 in the paper
 profile) and is far from any minimum, so its "flatness" and test accuracy there are
 those of an undertrained network; the findings say when the two arms stop at clearly
-different training losses. The cleanest flatness comparison is equal steps with the
-lr held, where both reach about the same loss (0.83 vs 0.84 in the paper profile).
+different training losses (the conditions say which compare at matched loss: only
+equal steps with the lr held, 1.70 vs 1.70; 0.83 vs 0.84 in the paper profile).
 
 Expected (Keskar 2017; Jastrzębski 2018; Goyal 2017; Geiping 2022; Cohen 2021): at
 equal epochs SGD reaches a much lower loss than GD at the same lr (it takes N/B times
@@ -63,6 +61,7 @@ the compute advantage shrinks; gradient variance ∝ 1/B; step memory rises with
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -76,15 +75,17 @@ import pandas as pd
 
 from toolkit import data as datasets
 from toolkit import figures as fig
+from toolkit import intervals as iv
 from toolkit import measures as M
 from toolkit import models
+from toolkit.claimtests import Test, exact, per_seed, usable
 from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.runner import peak_memory
 from toolkit.spec import Count, Positive, RunConfig, SpecError
-from toolkit.stats import bootstrap_ci, exact_verdict_row, seed_verdict
 
 CLAIMS = ("C05", "C08")
+CLAIM_FIGURES = {"C05": "compute_to_target", "C08": "gradient_noise"}
 TARGET_TRAIN_LOSS = 1.5  # pre-registered: "reaches a given loss" means this full-train CE
 CURVATURE_EXAMPLES = 1000
 NOISE_BATCHES = (25, 100, 400, 1000)
@@ -236,23 +237,11 @@ def _frame(results: ResultsFolder) -> pd.DataFrame:
     return frame
 
 
-def _paired(frame, budget, policy, column, log=False) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """(GD − SGD at the reference batch, GD values, SGD values) of ``column``, by seed;
-    diverged runs are NaN (their seeds drop out of the paired statistic)."""
-    part = frame[(frame["budget"] == budget) & (frame["lr_policy"] == policy)]
-    part = part.assign(value=part[column].where(~part["diverged"]))
-    gd = part[part["is_gd"]].set_index("seed")["value"]
-    sgd = part[part["batch_size"] == part["reference_batch"]].set_index("seed")["value"]
-    gd, sgd = gd.align(sgd)
-    diff = np.log10(gd) - np.log10(sgd) if log else gd - sgd
-    return diff, gd, sgd
-
-
 def compute_to_target(results: ResultsFolder, target: float = TARGET_TRAIN_LOSS) -> pd.DataFrame:
     """Per (policy, B, seed): gradient evaluations until the full-train loss first ≤ target.
 
     Each uses the longer of its runs (the shorter is a prefix of it). ``reached`` False:
-    censored at the run's budget (``compute`` is then that budget, a lower bound).
+    never within the run's budget (``compute`` is then that budget, a lower bound).
     """
     frame = _frame(results)
     longest = (
@@ -266,187 +255,34 @@ def compute_to_target(results: ResultsFolder, target: float = TARGET_TRAIN_LOSS)
     for run_id, part in history.groupby("run_id", sort=False):
         run = longest.loc[run_id]
         hit = part.loc[part["train_loss"] <= target, "step"]
-        reached = not hit.empty
         rows.append(
             {
-                "lr_policy": run["lr_policy"],
-                "batch_size": int(run["batch_size"]),
-                "seed": int(run["seed"]),
-                "is_gd": bool(run["is_gd"]),
-                "reference_batch": int(run["reference_batch"]),
-                "reached": reached,
+                **run[["lr_policy", "batch_size", "seed", "is_gd", "reference_batch"]],
+                "reached": not hit.empty,
                 "diverged": bool(run["diverged"]),
-                "compute": int((hit.min() if reached else run["steps"]) * run["batch_size"]),
-                "budget_compute": int(run["compute"]),
+                "compute": int((hit.min() if len(hit) else run["steps"]) * run["batch_size"]),
             }
         )
     return pd.DataFrame(rows).sort_values(["lr_policy", "batch_size", "seed"])
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
-    frame = _frame(results)
-    policies = [p for p in ("fixed", "scaled") if (frame["lr_policy"] == p).any()]
-    rows = []
-    for policy in policies:
-        rows += _compute_rows(frame, results, policy)
-    for budget in ("epochs", "steps"):
-        for policy in policies:
-            rows += _landing_rows(frame, budget, policy)
-    rows += _noise_rows(frame)
-    rows += _memory_rows(results)
-    return rows
-
-
-def _describe(gd: pd.Series, sgd: pd.Series, fmt: str) -> str:
-    return f"GD {gd.mean():{fmt}} vs SGD {sgd.mean():{fmt}}"
-
-
-def _context(frame, budget, policy, warn: bool = True) -> str:
-    """Steps, lr (with the stability edge 2/lr) and mean final train loss of both arms,
-    and a warning when they stop at clearly different training losses."""
-    part = frame[(frame["budget"] == budget) & (frame["lr_policy"] == policy)]
-    ref = int(part["reference_batch"].iloc[0])
-    arms = {"GD": part[part["is_gd"]], f"SGD B={ref}": part[part["batch_size"] == ref]}
-    texts = []
-    for name, arm in arms.items():
-        lr = float(arm["learning_rate"].iloc[0])
-        healthy = arm[~arm["diverged"]]
-        texts.append(
-            f"{name}: {int(arm['steps'].max())} steps at lr {lr:g} (2/lr = {2 / lr:.3g}), "
-            f"train loss {healthy['final_train_loss'].mean():.3f}"
-            + (
-                f", {int(arm['diverged'].sum())} diverged (left out)"
-                if arm["diverged"].any()
-                else ""
-            )
-        )
-    diff, gd, sgd = _paired(frame, budget, policy, "final_train_loss")
-    _, low, high = bootstrap_ci(diff.dropna().to_numpy())
-    apart = (low > 0 or high < 0) and abs(diff.mean()) > 0.1 * max(gd.mean(), sgd.mean())
-    warning = (
-        ". The two stop at different training losses, so this compares training progress "
-        "as much as the minima reached"
-        if warn and apart
-        else ""
-    )
-    return "; ".join(texts) + warning
-
-
-def _compute_rows(frame, results, policy) -> list[dict]:
-    rows = []
-    ref = int(frame["reference_batch"].iloc[0])
-    diff, gd, sgd = _paired(frame, "epochs", policy, "final_train_loss")
-    if diff.notna().any():
-        rows.append(
-            seed_verdict(
-                "C05",
-                "At equal epochs (equal compute) minibatch SGD ends at a lower training loss "
-                "than full-batch GD",
-                f"GD − SGD (B={ref}) final train loss, paired by seed",
-                diff,
-                "greater",
-                "GD − SGD final train loss {estimate:.3f} [{low:.3f}, {high:.3f}], n = {n}. "
-                + _context(frame, "epochs", policy, warn=False)
-                + ".",
-                condition=f"equal epochs, {policy} lr",
-            )
-        )
-    table = compute_to_target(results)
-    table = table[table["lr_policy"] == policy]
-    gd_t = table[table["is_gd"]].set_index("seed")
-    sgd_t = table[table["batch_size"] == table["reference_batch"]].set_index("seed")
-    gd_t, sgd_t = gd_t.align(sgd_t, join="inner", axis=0)
-    if gd_t.empty:
-        return rows
-    ratio = np.log10(gd_t["compute"] / sgd_t["compute"])
-    # A censored GD run gives a lower bound on the ratio (conservative for "SGD needs
-    # less"); a censored SGD run an upper bound, so its seed is left out (and counted).
-    ratio = ratio.where(sgd_t["reached"])
-    both_censored = int((~gd_t["reached"] & ~sgd_t["reached"]).sum())
-    note = (
-        f"GD reached it in {int(gd_t['reached'].sum())}/{len(gd_t)} seeds (budget "
-        f"{int(gd_t['budget_compute'].max()):,} evaluations; unreached ones count at the "
-        f"budget, a lower bound on the ratio), SGD in {int(sgd_t['reached'].sum())}/"
-        f"{len(sgd_t)} (budget {int(sgd_t['budget_compute'].max()):,}; unreached seeds left "
-        f"out{', both unreached: ' + str(both_censored) if both_censored else ''})"
-    )
-    row = seed_verdict(
-        "C05",
-        f"SGD reaches a given training loss ({TARGET_TRAIN_LOSS}) with less compute than "
-        "full-batch GD",
-        f"log10(GD / SGD (B={ref}) gradient evaluations to train loss ≤ "
-        f"{TARGET_TRAIN_LOSS}), paired by seed",
-        ratio,
-        "greater",
-        "",
-        condition=f"{policy} lr",
-    )
-    factor = [10 ** row[k] for k in ("estimate", "ci_low", "ci_high")]
-    row["finding"] = (
-        f"GD needed {factor[0]:.1f}× [{factor[1]:.1f}, {factor[2]:.1f}] the gradient "
-        f"evaluations of SGD; {note}."
-    )
-    rows.append(row)
-    return rows
-
-
-def _landing_rows(frame, budget, policy) -> list[dict]:
-    part = frame[(frame["budget"] == budget) & (frame["lr_policy"] == policy)]
-    if not part["is_gd"].any() or not (part["batch_size"] == part["reference_batch"]).any():
-        return []
-    ref = int(part["reference_batch"].iloc[0])
-    condition = f"equal {budget}, {policy} lr"
-    context = _context(frame, budget, policy)
-    log_ratio, gd_eig, sgd_eig = _paired(frame, budget, policy, "lambda_max", log=True)
-    test_diff, gd_acc, sgd_acc = _paired(frame, budget, policy, "final_test_acc")
-    return [
-        seed_verdict(
-            "C05",
-            "SGD lands in flatter minima than full-batch GD (lower top Hessian eigenvalue)",
-            f"log10(λ_max GD / λ_max SGD (B={ref})), paired by seed",
-            log_ratio,
-            "greater",
-            "Top eigenvalue "
-            + _describe(gd_eig, sgd_eig, ".3g")
-            + ": log10 ratio {estimate:.2f} [{low:.2f}, {high:.2f}]. "
-            + context
-            + ".",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C05",
-            "SGD generalizes better than full-batch GD (higher test accuracy)",
-            f"SGD (B={ref}) − GD test accuracy, paired by seed",
-            -test_diff,
-            "greater",
-            "Test accuracy "
-            + _describe(gd_acc, sgd_acc, ".1%")
-            + " (12,000 test examples): SGD − GD {estimate:+.2%} [{low:+.2%}, {high:+.2%}]. "
-            + context
-            + ".",
-            condition=condition,
-        ),
-    ]
-
-
-def _noise_rows(frame) -> list[dict]:
-    healthy = frame[~frame["diverged"]]
-    slopes = healthy.groupby("seed")["grad_var_slope"].mean()
-    return [
-        seed_verdict(
-            "C08",
-            f"Minibatch gradient variance falls as 1/B (log-log slope within ±{SLOPE_TOLERANCE} "
-            "of −1)",
-            "slope of log variance vs log B (without-replacement corrected), + 1",
-            slopes + 1.0,
-            "within",
-            "Slope over B = "
-            + ", ".join(str(b) for b in NOISE_BATCHES)
-            + f" at every run's final parameters (mean of {len(healthy) // max(len(slopes), 1)}"
-            " runs per seed): −1 {estimate:+.3f} [{low:+.3f}, {high:+.3f}].",
-            smallest_effect=SLOPE_TOLERANCE,
-        )
-    ]
+def paired(part: pd.DataFrame, column: str, log: bool = False, reached: str | None = None):
+    """Per seed: GD minus SGD at the reference batch of ``column`` (log10 of GD / SGD with
+    ``log``), NaN where either run is not usable; the seeds left out, by reason; and
+    the two arms' means over usable runs."""
+    arms = part[part["is_gd"] | (part["batch_size"] == part["reference_batch"])]
+    if arms.empty:
+        return pd.Series(dtype=float), {}, np.nan, np.nan
+    ok, _ = usable(arms, reached)
+    bad = arms[~arms.index.isin(ok.index)]
+    why = np.where(bad["diverged"], "diverged", "did not reach the comparison point")
+    excluded = pd.Series(why, index=bad["seed"]).groupby(level=0).first().value_counts()
+    table = arms.assign(value=arms[column].where(arms.index.isin(ok.index)))
+    table = table.pivot(index="seed", columns="is_gd", values="value")
+    gd, sgd = table.get(True, np.nan), table.get(False, np.nan)
+    diff = np.log10(gd / sgd) if log else gd - sgd
+    means = ok.groupby("is_gd")[column].mean()
+    return diff, excluded.to_dict(), means.get(True, np.nan), means.get(False, np.nan)
 
 
 def _memory_table(results: ResultsFolder) -> pd.DataFrame:
@@ -454,34 +290,175 @@ def _memory_table(results: ResultsFolder) -> pd.DataFrame:
     return memory.sort_values("batch_size").drop_duplicates("batch_size") if len(memory) else memory
 
 
-def _memory_rows(results) -> list[dict]:
+POLICIES = ("fixed", "scaled")
+#: budget, policy → what the comparison matches, by design: at equal epochs GD takes N/B×
+#: fewer steps; at equal steps with the lr held, GD and SGD have the same expected step.
+MATCHED = {
+    ("epochs", "fixed"): "unmatched train loss",
+    ("epochs", "scaled"): "unmatched train loss",
+    ("steps", "fixed"): "near-matched train loss",
+    ("steps", "scaled"): "unmatched train loss (GD's lr N/B× SGD's)",
+}
+LANDING = "Compared at train loss GD {gd_loss:.3f} vs SGD {sgd_loss:.3f} (n = {n}): "
+
+TESTS = [
+    Test(
+        "compute_scaled", "C05", "primary", "log_ratio",
+        f"log10(GD / SGD (B = reference) gradient evaluations to full-train CE ≤ "
+        f"{TARGET_TRAIN_LOSS}), per seed",
+        "Minibatch SGD is much cheaper than full-batch GD: it reaches a given training loss "
+        "with far fewer gradient evaluations",
+        "greater", math.log10(2),
+        "'much cheaper' = at least half the compute; a smaller saving is a tuning detail",
+        "GD needed 10^{estimate:.2f} = {factor:.1f}× [{factor_low:.1f}, {factor_high:.1f}] "
+        "the gradient evaluations of SGD ({n} of {planned} seeds; {verdict}); GD reached the "
+        "target in {gd_reached} seeds, SGD in {sgd_reached}.",
+        condition="scaled lr (lr ∝ B): the arm where GD reaches the target",
+    ),
+    Test(
+        "compute_fixed", "C05", "secondary", "log_ratio",
+        f"log10(GD / SGD (B = reference) gradient evaluations to full-train CE ≤ "
+        f"{TARGET_TRAIN_LOSS}), per seed",
+        "SGD reaches a given training loss with less compute than GD at the same lr",
+        "greater", math.log10(2), "the primary's bar",
+        "Seeds where both reached the target: {n} of {planned}; GD reached it in {gd_reached} "
+        "seeds (budget {gd_budget:,} evaluations). Where GD never reached it, the ratio is at "
+        "least {bound:.1f}× (its budget over SGD's need: a lower bound, biased towards "
+        "'cheaper' being understated).",
+        condition="fixed lr",
+    ),
+    *[
+        Test(
+            f"loss_epochs_{policy}", "C05", "secondary", "paired_difference",
+            "GD − SGD (B = reference) final train CE, per seed",
+            "At equal epochs (equal compute) SGD ends at a lower training loss than GD",
+            "greater", 0.0, "exploratory: any lower SGD loss at equal compute is reported",
+            "GD {gd_loss:.3f} vs SGD {sgd_loss:.3f}: GD − SGD {estimate:.3f} [{low:.3f}, "
+            "{high:.3f}] (n = {n}).",
+            condition=f"equal epochs, {policy} lr",
+        )
+        for policy in POLICIES
+    ],
+    *[
+        test
+        for (budget, policy), matched in MATCHED.items()
+        for test in (
+            Test(
+                f"flat_{budget}_{policy}", "C05", "secondary", "log_ratio",
+                "log10(λ_max GD / λ_max SGD (B = reference)), per seed",
+                "SGD lands in flatter minima than full-batch GD (lower top Hessian eigenvalue)",
+                "greater", 0.0, "exploratory: the direction Keskar et al. report",
+                LANDING + "λ_max GD/SGD = 10^{estimate:.2f} [10^{low:.2f}, 10^{high:.2f}].",
+                condition=f"equal {budget}, {policy} lr: {matched}",
+            ),
+            Test(
+                f"acc_{budget}_{policy}", "C05", "secondary", "paired_difference",
+                "SGD (B = reference) − GD test accuracy, per seed",
+                "SGD generalizes better than full-batch GD (higher test accuracy)",
+                "greater", 0.0, "exploratory: any SGD advantage is reported",
+                LANDING + "SGD − GD test accuracy {estimate:+.2%} [{low:+.2%}, {high:+.2%}].",
+                condition=f"equal {budget}, {policy} lr: {matched}",
+            ),
+        )
+    ],
+    Test(
+        "noise_slope", "C08", "primary", "slope",
+        "slope of log gradient variance vs log B (without-replacement corrected), + 1, "
+        "per seed (mean over its runs)",
+        "Larger batches give more stable gradient estimates: minibatch gradient variance "
+        "falls as 1/B",
+        "within", SLOPE_TOLERANCE,
+        "±0.15 around −1 separates 1/B from 1/√B (−0.5) and 1/B² (−2) with room for noise",
+        "Slope over B = {batches} at the final parameters of {runs} runs per seed: −1 "
+        "{estimate:+.3f} [{low:+.3f}, {high:+.3f}] ({n} of {planned} seeds; {verdict}).",
+    ),
+    Test(
+        "memory", "C08", "check", "exact",
+        "log-log slope of the compiled memory of one SGD step (one run) vs B",
+        "Larger batches need more memory", "greater", 0.0,
+        "any rise with B supports 'needs more memory'",
+        "One SGD step needs {small:.0f} KiB at B = {b_small} and {large:.0f} KiB at B = "
+        "{b_large} (XLA buffer assignment, deterministic); {device}.",
+        condition="memory",
+    ),
+]  # fmt: skip
+
+
+def analyze(results: ResultsFolder) -> dict:
+    frame = _frame(results)
+    seeds = frame["seed"].nunique()
+    evidence = {}
+    table = compute_to_target(results)
+    for policy in POLICIES:
+        part = table[table["lr_policy"] == policy]
+        ratio, excluded, *_ = paired(part, "compute", log=True, reached="reached")
+        gd = part[part["is_gd"]].set_index("seed")
+        sgd = part[~part["is_gd"] & (part["batch_size"] == part["reference_batch"])]
+        sgd = sgd.set_index("seed")
+        bound = (gd["compute"] / sgd["compute"])[~gd["reached"] & sgd["reached"]]
+        low, high = iv.t_interval(ratio).ci()
+        evidence[f"compute_{policy}"] = per_seed(
+            ratio,
+            planned=seeds,
+            excluded=excluded,
+            factor=10 ** np.nanmean(ratio) if ratio.notna().any() else np.nan,
+            factor_low=10**low,
+            factor_high=10**high,
+            gd_reached=f"{int(gd['reached'].sum())}/{len(gd)}",
+            sgd_reached=f"{int(sgd['reached'].sum())}/{len(sgd)}",
+            gd_budget=int(gd["compute"].max()) if len(gd) else 0,
+            bound=float(np.exp(np.log(bound).mean())) if len(bound) else np.nan,
+        )
+        part = frame[(frame["budget"] == "epochs") & (frame["lr_policy"] == policy)]
+        diff, excluded, gd_loss, sgd_loss = paired(part, "final_train_loss")
+        evidence[f"loss_epochs_{policy}"] = per_seed(
+            diff, planned=seeds, excluded=excluded, gd_loss=gd_loss, sgd_loss=sgd_loss
+        )
+    for budget, policy in MATCHED:
+        part = frame[(frame["budget"] == budget) & (frame["lr_policy"] == policy)]
+        *_, gd_loss, sgd_loss = paired(part, "final_train_loss")
+        losses = {"gd_loss": gd_loss, "sgd_loss": sgd_loss}
+        ratio, excluded, *_ = paired(part, "lambda_max", log=True)
+        evidence[f"flat_{budget}_{policy}"] = per_seed(
+            ratio, planned=seeds, excluded=excluded, **losses
+        )
+        diff, excluded, *_ = paired(part, "final_test_acc")
+        evidence[f"acc_{budget}_{policy}"] = per_seed(
+            -diff, planned=seeds, excluded=excluded, **losses
+        )
+    healthy, excluded = usable(frame)
+    slopes = healthy.groupby("seed")["grad_var_slope"].mean().reindex(frame["seed"].unique())
+    evidence["noise_slope"] = per_seed(
+        slopes + 1.0,
+        planned=seeds,
+        batches=", ".join(str(b) for b in NOISE_BATCHES),
+        runs=len(healthy) // max(healthy["seed"].nunique(), 1),
+    )
+    evidence["memory"] = _memory_evidence(results)
+    return evidence
+
+
+def _memory_evidence(results: ResultsFolder):
     memory = _memory_table(results)
     if memory["batch_size"].nunique() < 2:
-        return []
-    log_b, log_m = np.log(memory["batch_size"]), np.log(memory["step_bytes"])
-    slope = float(np.polyfit(log_b, log_m, 1)[0])
+        return exact(np.nan, small=0, large=0, b_small=0, b_large=0, device="")
+    slope = float(np.polyfit(np.log(memory["batch_size"]), np.log(memory["step_bytes"]), 1)[0])
     small, large = memory.iloc[0], memory.iloc[-1]
     peaks = memory["device_peak_bytes"]
     device = (
         "device peak after each cohort (running max): "
         + ", ".join(f"B={b}: {p / 2**20:.1f} MiB" for b, p in zip(memory["batch_size"], peaks))
         if peaks.notna().any()
-        else f"device peak not reported by the {memory['backend'].iloc[0]} backend (NaN)"
+        else f"device peak not reported by the {memory['backend'].iloc[0]} backend"
     )
-    return [
-        exact_verdict_row(
-            "C08",
-            "Peak memory rises with batch size",
-            "log-log slope of compiled one-step memory (one run) vs B",
-            slope,
-            "greater",
-            f"One SGD step needs {small['step_bytes'] / 2**10:.0f} KiB at B={small['batch_size']} "
-            f"and {large['step_bytes'] / 2**10:.0f} KiB at B={large['batch_size']} "
-            f"(×{large['step_bytes'] / small['step_bytes']:.1f}; XLA buffer assignment, "
-            "deterministic: the interval is the value, not a seed CI); " + device + ".",
-            condition="memory",
-        )
-    ]
+    return exact(
+        slope,
+        small=small["step_bytes"] / 2**10,
+        large=large["step_bytes"] / 2**10,
+        b_small=int(small["batch_size"]),
+        b_large=int(large["batch_size"]),
+        device=device,
+    )
 
 
 # ----- figures ---------------------------------------------------------------------------
@@ -520,7 +497,7 @@ def _loss_vs_compute(results, frame, out_dir, n) -> Path:
     longest = frame.sort_values(["steps", "budget"], ascending=[False, True]).drop_duplicates(
         ["lr_policy", "batch_size", "seed"]
     )
-    healthy = longest[~longest["diverged"]]
+    healthy, _ = usable(longest)
     history = results.history().merge(healthy[["run_id", "is_gd"]], on="run_id", how="inner")
     history = history[history["step"] > 0]
     history["compute"] = history["step"] * history["batch_size"]
@@ -555,7 +532,10 @@ def _loss_vs_compute(results, frame, out_dir, n) -> Path:
 
 
 def _compute_to_target_figure(results, out_dir, n) -> Path:
-    table = compute_to_target(results)
+    table, _ = usable(compute_to_target(results))
+    scaled = table[table["lr_policy"] == "scaled"]
+    primary = per_seed(paired(scaled, "compute", log=True, reached="reached")[0]).interval
+    low, high = primary.ci()
     figure, ax = plt.subplots(figsize=(4.8, 3.6))
     offsets = {"fixed": 0.94, "scaled": 1.06}  # side by side on the log axis
     for policy, part in table.groupby("lr_policy"):
@@ -582,14 +562,16 @@ def _compute_to_target_figure(results, out_dir, n) -> Path:
     ax.set_ylabel("gradient evaluations to reach target")
     ax.legend(fontsize=7)
     ax.set_title(
-        f"Compute to train loss ≤ {TARGET_TRAIN_LOSS}\n(points: seeds, line: median of reached; "
-        f"n = {n})"
+        f"Compute to train loss ≤ {TARGET_TRAIN_LOSS}: GD / SGD B={int(table['reference_batch'].iloc[0])}"
+        f", scaled lr,\n{10**primary.estimate:.1f}× [{10**low:.1f}, {10**high:.1f}] "
+        f"(geometric mean, n = {primary.n} seeds)\npoints: seeds ({n}), line: median of reached",
+        fontsize=9,
     )
     return fig.save(figure, out_dir, "compute_to_target")
 
 
 def _landing_figure(frame, out_dir, n) -> Path:
-    healthy = frame[~frame["diverged"]]
+    healthy, _ = usable(frame)
     panels = [
         ("final_train_loss", "final train loss", "linear"),
         ("lambda_max", "top Hessian eigenvalue", "log"),
@@ -638,7 +620,7 @@ def _landing_figure(frame, out_dir, n) -> Path:
 
 
 def _noise_figure(frame, out_dir, n) -> Path:
-    healthy = frame[~frame["diverged"]]
+    healthy, _ = usable(frame)
     columns = [f"grad_var_b{b}" for b in NOISE_BATCHES]
     long = healthy.melt(id_vars=["run_id", "seed"], value_vars=columns, value_name="variance")
     long["B"] = long["variable"].str.removeprefix("grad_var_b").astype(int)
@@ -659,7 +641,14 @@ def _noise_figure(frame, out_dir, n) -> Path:
     ax.set_xlabel("minibatch size B")
     ax.set_ylabel("E‖g_B − g‖² (final parameters)")
     ax.legend(fontsize=7)
-    ax.set_title(f"Minibatch gradient variance\n({fig.BAND_NOTE}, n = {n}; all runs per seed)")
+    primary = per_seed(healthy.groupby("seed")["grad_var_slope"].mean() + 1.0).interval
+    low, high = primary.ci()
+    ax.set_title(
+        f"Minibatch gradient variance: log-log slope −1 {primary.estimate:+.3f} "
+        f"[{low:+.3f}, {high:+.3f}]\n(n = {primary.n} seeds; bands: {fig.BAND_NOTE}, all runs "
+        "per seed)",
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, "gradient_noise")
 
 
