@@ -377,6 +377,8 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     frame = _with_derived(results.summary())
     frame = frame[~frame["diverged"].astype(bool)]
     frame = frame[(frame["budget"] == "epochs") | frame["reached_target"]]
+    if frame.empty:  # e.g. a --set that keeps only matched-budget runs that never got there
+        return []
     n = fig.n_seeds(frame)
     paths = []
 

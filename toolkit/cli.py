@@ -54,9 +54,21 @@ def _describe(err: BaseException) -> str:
 class Boundary(click.Group):
     """The click group that turns every exception into one line and an exit code."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:  # e.g. an unknown global option
+            _usage(err)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:  # a missing argument, an unknown option or command
+            _usage(err)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as err:  # noqa: BLE001 (the boundary: classified below)
@@ -71,13 +83,18 @@ class Boundary(click.Group):
             sys.exit(INTERNAL_ERROR)
 
 
+def _usage(err: click.UsageError) -> None:
+    command = err.ctx.command_path if err.ctx is not None else "toolkit"
+    _fail(f"{err.format_message()} (see `{command} --help`)")
+
+
 def _load(name: str):
     from toolkit import spec
 
     return spec.load(name)
 
 
-@click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="toolkit", cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def main(debug: bool) -> None:
     """toolkit: experiments on how neural networks learn, with verdicts and CIs."""

@@ -230,7 +230,7 @@ def load_side(path: Path | str, label: str = "A") -> Side:
     else:
         raise CompareError(f"{path}: no such file or folder")
     try:  # validated like every results read (junk, truncated or binary rows refused)
-        summary = read_table(summary_path, "summary")
+        summary = read_table(summary_path, "summary", unique=False)  # repeats: see below
     except ResultsError as err:
         raise CompareError(str(err)) from None
     if summary.empty:

@@ -18,6 +18,7 @@ columns the runner always writes.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -68,6 +69,7 @@ META_KEYS: dict[str, tuple[type, ...]] = {
     "memory_budget_bytes": (int,),
     "standalone_tables": (list,),
     "standalone_s": (int, float),
+    "done_run_ids": (list,),
 }
 _JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
 _JSON_NAMES |= {list: "a list", dict: "an object"}
@@ -158,18 +160,22 @@ def schema_for(name: str) -> TableSchema:
     return TableSchema(keys=("run_id",), numeric=("seed",))  # per-run or standalone tables
 
 
-def read_table(path: Path, name: str | None = None, required: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_table(
+    path: Path, name: str | None = None, required: tuple[str, ...] = (), unique: bool = True
+) -> pd.DataFrame:
     """The CSV at ``path`` (or ``path.gz``), validated against :func:`schema_for`
-    ``name`` (default: the file's stem); an empty frame when neither file exists."""
+    ``name`` (default: the file's stem); an empty frame when neither file exists.
+    ``unique=False`` leaves repeated keys to the caller (compare names their grid point)."""
     path = Path(path)
     for candidate in (path, Path(f"{path}.gz")):
         if candidate.exists():
-            return parse_table(candidate, _read_bytes(candidate), name or _stem(path), required)
+            payload = _read_bytes(candidate)
+            return parse_table(candidate, payload, name or _stem(path), required, unique)
     return pd.DataFrame()
 
 
 def parse_table(
-    path: Path, payload: bytes, name: str, required: tuple[str, ...] = ()
+    path: Path, payload: bytes, name: str, required: tuple[str, ...] = (), unique: bool = True
 ) -> pd.DataFrame:
     """A validated frame from a CSV file's bytes (gzipped when ``path`` ends in .gz)."""
     if path.name.endswith(".gz"):
@@ -187,9 +193,12 @@ def parse_table(
         raise _fail(path, f"not UTF-8 text (byte {err.start})") from None
     if not text.endswith("\n"):
         raise _fail(path, "truncated: the last line has no line end")
-    header = _check_rows(path, text)
+    _check_rows(path, text)
     frame = pd.read_csv(io.BytesIO(payload))
-    _check_columns(path, frame, header, schema_for(name), required)
+    schema = schema_for(name)
+    if not unique:
+        schema = dataclasses.replace(schema, unique=())
+    _check_columns(path, frame, schema, required)
     return frame
 
 
@@ -215,12 +224,12 @@ def _check_rows(path: Path, text: str) -> list[str]:
     return header
 
 
-def _check_columns(
-    path: Path, frame: pd.DataFrame, header: list[str], schema: TableSchema, required
-) -> None:
+def _check_columns(path: Path, frame: pd.DataFrame, schema: TableSchema, required) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise _fail(path, f"no column {missing[0]!r} (the runner always writes it)")
+        raise _fail(path, f"no column {missing[0]!r} (the toolkit always writes it)")
+    if frame.empty:
+        return
     for column in schema.keys:
         if column in frame.columns and frame[column].isna().any():
             line = int(frame.index[frame[column].isna()][0]) + 2
