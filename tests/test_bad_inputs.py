@@ -380,3 +380,49 @@ def test_sharp_flat_figures_tolerate_a_subset_without_usable_runs(tmp_path):
     result = _invoke(["figures", "exp_sharp_flat", "--out", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     assert "exp_sharp_flat: 0 figures" in result.output
+
+
+# ----- the domains themselves ------------------------------------------------------------
+@pytest.mark.parametrize("name", spec.experiment_names())
+def test_every_field_declares_its_domain_and_every_profile_is_valid(name):
+    experiment = spec.load(name)
+    domains = spec.field_domains(experiment.config_class)
+    undeclared = [field for field, domain in domains.items() if not domain.declared]
+    assert not undeclared, f"{name}: give these fields a Literal or Range: {undeclared}"
+    for profile, settings in experiment.module.PROFILES.items():
+        runs = runner.plan_runs(experiment, profile, 1, {})  # validates every grid point
+        assert runs, (name, profile)
+        assert set(settings) - {"seeds", "grid"} <= set(domains)
+    shipped = ROOT / "results" / name / "default" / "summary.csv"
+    if shipped.exists():  # declaring domains changed no run id
+        seeds = int(experiment.profile("default").get("seeds", 10))
+        planned = {r.run_id for r in runner.plan_runs(experiment, "default", seeds, {})}
+        assert set(pd.read_csv(shipped)["run_id"]) <= planned
+
+
+def test_registry_names_are_the_ones_the_library_builds():
+    import jax.numpy as jnp
+
+    from toolkit import augment, data, engine, models
+
+    assert spec.domain_of(spec.DatasetName).choices == tuple(data.available())
+    assert spec.domain_of(spec.AugmentName).choices == tuple(augment.KINDS)
+    assert set(spec.domain_of(spec.ActivationName).choices) == set(models.ACTIVATIONS)
+    for model in spec.domain_of(spec.ModelName).choices:
+        models.build(model, (4,), 10)
+    for optimizer in spec.domain_of(spec.OptimizerName).choices:
+        engine.optimizer(optimizer)(learning_rate=0.1, momentum=0.9, weight_decay=0.0)
+    for loss in spec.domain_of(spec.LossName).choices:
+        engine.per_example_loss(loss, jnp.zeros((2, 3)), jnp.zeros((2,), jnp.int32))
+    with pytest.raises(ValueError):
+        models.build("nope", (4,), 10)
+
+
+def test_range_and_domain_messages():
+    positive = spec.Range(gt=0)
+    assert positive.problem(0.1) is None and positive.problem(0) == "must be > 0"
+    assert positive.problem(float("nan")) == "must be a finite number"
+    assert spec.Range(ge=1).problem(()).startswith("needs at least one entry")
+    assert spec.Range(ge=1).problem((2, 0)) == "entry 0 must be ≥ 1"
+    assert str(spec.Range(ge=0, lt=1)) == "≥ 0 and < 1"
+    assert spec.domain_of(spec.Widths).describe() == "tuple, entries ≥ 1"
