@@ -90,20 +90,17 @@ from toolkit import calibration as cal
 from toolkit import data as datasets
 from toolkit import figures as fig
 from toolkit import models
+from toolkit.claimtests import Test, exact, per_seed, usable
 from toolkit.data import steps_per_epoch
 from toolkit.engine import STREAMS, per_example_loss, run_keys
 from toolkit.results import ResultsFolder
 from toolkit.runner import root_seed
 from toolkit.spec import RunConfig
-from toolkit.stats import (
-    exact_verdict_row,
-    mean_ci_by_group,
-    paired_difference,
-    seed_verdict,
-)
 
 NAME = "exp_fundamentals"
 CLAIMS = ("C01", "C03", "C06", "C07")
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {"C01": "init", "C03": "losses", "C06": "gradient_check", "C07": "steps"}
 NUM_CLASSES = 10
 TEMPERATURES = np.geomspace(0.05, 20.0, 41)
 GRAD_TOLERANCE = 1e-6  # C06: float64 autodiff vs central differences, per tensor (relative)
@@ -598,382 +595,352 @@ def _step_arithmetic() -> pd.DataFrame:
 
 
 # ----- analysis --------------------------------------------------------------------------
-def analyze(results: ResultsFolder) -> list[dict]:
-    rows = _init_rows(results.table("init"))
-    rows += _loss_shape_rows(results.table("loss_shapes"))
-    rows += _ce_vs_mse_rows(results.summary())
-    rows += _temperature_rows(results.summary(), results.table("temperature_curves"))
-    rows += _gradient_rows(results.table("gradient_check"), results.table("cost"))
-    rows += _step_rows(results.table("step_arithmetic"), results.summary())
-    return rows
+#: C01's settings (init table) and C06's checked models (gradient_check table) by key.
+INIT = {
+    "mlp_mnist1d": ("mlp", "mnist1d"),
+    "cnn_mnist1d": ("cnn", "mnist1d"),
+    "mlp_mnist5k": ("mlp", "mnist5k"),
+}  # noqa: E501
+INIT_NAMES = {
+    "mlp_mnist1d": "MLP on MNIST-1D (the trained model at init)",
+    "cnn_mnist1d": "CNN 25-25-25 on MNIST-1D",
+    "mlp_mnist5k": "MLP on MNIST-5k",
+}  # noqa: E501
+GRADS = {
+    "mlp_ce": "MLP 40-32-32-10, cross-entropy",
+    "mlp_mse": "MLP 40-32-32-10, MSE",
+    "cnn": "CNN 25-25-25, cross-entropy (64 coordinates per tensor)",
+    "trained": "the trained MLP 40-256-256-10, cross-entropy (128 coordinates per tensor)",
+}  # noqa: E501
+INIT_TOLERANCE = 0.05  # C01: nats around the noise-logit prediction
+FIT = "the overfit CE model (T fitted on validation, measured on test)"
+EXPLORATORY = "exploratory: any effect in the predicted direction is reported"
 
-
-def _init_rows(init: pd.DataFrame) -> list[dict]:
-    rows = []
-    for condition, part in init.groupby("condition", sort=False):
-        k = int(part["num_classes"].iloc[0])
-        part = part.sort_values("seed")
-        # For small i.i.d. logits N(0, σ²): E[CE] ≈ ln K + σ²(K − 1) / 2K.
-        sigma = float(np.sqrt(np.mean(part["logit_std"] ** 2)))
-        excess = sigma**2 * (k - 1) / (2 * k)
-        rows.append(
-            seed_verdict(
-                "C01",
-                f"At init, test cross-entropy is within ±0.1 nats of ln K = {math.log(k):.3f}",
-                "init test loss − ln K (nats)",
-                part["init_test_loss"] - math.log(k),
-                "within",
-                "At init the test loss is ln K {estimate:+.3f} nats [{low:+.3f}, {high:+.3f}] "
-                f"across {{n}} seeds (tolerance ±0.1); the logits' SD σ = {sigma:.2f} predicts "
-                f"ln K + σ²(K−1)/2K = ln K {excess:+.3f} to second order.",
-                smallest_effect=0.1,
-                condition=condition,
-            )
+TESTS = [
+    *[
+        test
+        for key, name in INIT_NAMES.items()
+        for test in (
+            Test(
+                f"init_loss_{key}", "C01", "secondary", "mean",
+                "init test CE − (ln K + σ²(K−1)/2K) (nats; σ: the seed's logit SD)",
+                "At init the loss is that of pure-noise logits at the network's logit scale",
+                "within", INIT_TOLERANCE,
+                "the tolerance is around the noise-logit prediction (its neglected terms are "
+                "< 0.002 nats at σ ≤ 0.5), not ln K; 0.05 nats bounds label information",
+                "Init test CE is ln K {raw:+.3f} nats; i.i.d. logits of the measured SD "
+                "(σ = {sigma:.2f}) predict ln K {excess:+.3f}; measured − predicted "
+                "{estimate:+.3f} [{low:+.3f}, {high:+.3f}] ({n} seeds).",
+                condition=name,
+            ),
+            Test(
+                f"init_acc_{key}", "C01", "secondary", "mean", "init test accuracy − 1/K",
+                "At init test accuracy is chance (1/K) within ±2 pp", "within", 0.02,
+                "2 pp is a fifth of chance accuracy (10%)",
+                "Init test accuracy is chance {estimate:+.2%} [{low:+.2%}, {high:+.2%}] "
+                "(seeds range {lowest:.1%}–{highest:.1%}).",
+                condition=name,
+            ),
         )
-        rows.append(
-            seed_verdict(
-                "C01",
-                f"At init, test accuracy is within ±2 pp of chance 1/K = {1 / k:.0%}",
-                "init test accuracy − 1/K",
-                part["init_test_acc"] - 1.0 / k,
-                "within",
-                "At init test accuracy is chance {estimate:+.2%} [{low:+.2%}, {high:+.2%}] "
-                f"(seeds range {part['init_test_acc'].min():.1%}–{part['init_test_acc'].max():.1%}).",
-                smallest_effect=0.02,
-                condition=condition,
-            )
+    ],
+    Test(
+        "ce_confident_wrong", "C03", "check", "exact",
+        "CE(confident and wrong) − CE(unsure, uniform) (nats)",
+        "Cross-entropy is highest when confident and wrong: CE(p_true = 0.001, 0.99 on a "
+        "wrong class) exceeds CE(uniform)", "greater", 0.0,
+        "a deterministic property of the loss (no seeds): any positive difference is the claim",
+        "The toolkit's CE: confident and wrong {wrong:.2f} nats, unsure (uniform) "
+        "{unsure:.2f}, confident and right {right:.3f}; along 61 values of p(true) it equals "
+        "−ln p(true) to {error:.1e} and falls monotonically ({monotone}).",
+    ),
+    Test(
+        "mse_quadruples", "C03", "check", "exact", "log2(MSE(error 2) / MSE(error 1)) − 2",
+        "MSE squares errors: doubling an output's error quadruples the loss", "within", 1e-4,
+        "float32 rounding: an exact identity holds to far better than 1e-4",
+        "The toolkit's MSE: error 1 costs {one:.2f}, error 2 costs {two:.2f}; it equals "
+        "½·Σ error² to {error:.1e}; so one error of 2 costs {big:.2f}, two errors of 1 "
+        "{small:.2f}: large errors cost disproportionately.",
+    ),
+    Test(
+        "ce_vs_mse", "C03", "secondary", "paired_difference", "test accuracy, CE − MSE",
+        "Cross-entropy is the better classification loss: CE-trained test accuracy exceeds "
+        "MSE-trained by more than 1 pp", "greater", 0.01,
+        "1 pp: Hui & Belkin (2021) find CE and MSE within about 1 pp of each other",
+        "CE − MSE test accuracy {estimate:+.2%} [{low:+.2%}, {high:+.2%}] ({n} of {planned} "
+        "seeds): CE {ce:.1%} vs MSE {mse:.1%}; at the early-stopping epoch {early:+.2%}.",
+        condition="the overfit model's protocol (80 epochs), final epoch, paired by seed",
+    ),
+    Test(
+        "temperature", "C03", "secondary", "log_ratio", "log T (fitted on validation)",
+        "The overfit model is overconfident: the NLL-optimal temperature is above 1",
+        "greater", 0.0, "any T > 1 is overconfidence",
+        "Fitted T = e^{estimate:.2f} [e^{low:.2f}, e^{high:.2f}] (mean T {mean:.2f}).",
+        condition=FIT,
+    ),
+    Test(
+        "temperature_nll", "C03", "secondary", "paired_difference",
+        "test NLL at fitted T − test NLL at T = 1 (nats)", "Temperature scaling lowers test NLL",
+        "less", 0.0, EXPLORATORY,
+        "Test NLL changes by {estimate:+.2f} nats [{low:+.2f}, {high:+.2f}] from {before:.2f}; "
+        "test accuracy by at most {acc:.1e} (the argmax is unchanged).", condition=FIT,
+    ),
+    Test(
+        "temperature_ece", "C03", "secondary", "paired_difference",
+        "test ECE at fitted T − test ECE at T = 1",
+        "Temperature scaling lowers the expected calibration error (15 bins)", "less", 0.0,
+        EXPLORATORY, "Test ECE changes by {estimate:+.3f} [{low:+.3f}, {high:+.3f}] from "
+        "{before:.3f}.", condition=FIT,
+    ),
+    Test(
+        "entropy_monotone", "C03", "secondary", "mean",
+        f"smallest entropy step between neighbouring temperatures ({len(TEMPERATURES)}, "
+        f"T = {TEMPERATURES[0]:g}…{TEMPERATURES[-1]:g}; nats)",
+        "Temperature reshapes the output distribution: predictive entropy rises monotonically "
+        "with T", "greater", 0.0, "any positive smallest step means monotone",
+        "Smallest entropy step {estimate:.2e} [{low:.2e}, {high:.2e}] nats; entropy goes "
+        "{first:.3f} → {last:.3f} nats.", condition=FIT,
+    ),
+    Test(
+        "nll_optimum", "C03", "secondary", "mean",
+        "test NLL at fitted T − min over the T grid of test NLL (nats)",
+        "NLL has an optimum in T that validation finds", "within", 0.02,
+        "0.02 nats, about 1% of the overfit model's test NLL",
+        "Test NLL at the validation-fitted T is {estimate:+.4f} [{low:+.4f}, {high:+.4f}] "
+        "nats from the best on the test grid.", condition=FIT,
+    ),
+    *[
+        Test(
+            f"grad_{key}", "C06", "primary" if key == "mlp_ce" else "secondary", "mean",
+            f"log10(max over tensors of relative error / {GRAD_TOLERANCE:g})",
+            "Backpropagation computes every weight's gradient: autodiff matches central finite "
+            f"differences in float64 (relative error < {GRAD_TOLERANCE:g} in every tensor)",
+            "less", 0.0,
+            f"the declared bar is the {GRAD_TOLERANCE:g} relative tolerance itself (the log is "
+            "taken against it), so any value below 0 passes",
+            "Worst tensor's relative error 1e-6 × 10^{estimate:.2f} [10^{low:.2f}, 10^{high:.2f}]"
+            " ({n} seeds, random inits); largest {worst:.1e}; {coords:,} of {total:,} "
+            "coordinates per seed; {kinks} checks stepped across a ReLU kink and are left out "
+            "(with them: {with_kinks:.1e}).",
+            condition=name,
         )
-    return rows
+        for key, name in GRADS.items()
+    ],
+    Test(
+        "grad_cost", "C06", "check", "exact", "slope of log(gradient FLOPs / forward FLOPs) vs log P",
+        "One gradient costs a small constant multiple of one forward pass, whatever the "
+        "parameter count", "within", 0.1,
+        "a slope under 0.1 is under 1.26× over a tenfold parameter range: constant",
+        "XLA FLOP counts, {span}: a gradient costs {low_ratio:.2f}–{high_ratio:.2f} forward "
+        "passes; wall-clock ratios are in timings.csv.",
+    ),
+    Test(
+        "fd_cost", "C06", "check", "exact",
+        "slope of log(FD gradient FLOPs / forward FLOPs) vs log P, − 1",
+        "A finite-difference gradient's cost grows linearly with the parameter count",
+        "within", 0.1, "linear growth within ±0.1 in the log-log slope",
+        "Central differences need 2P forward passes ({span}): {low_ratio:,.0f}–"
+        "{high_ratio:,.0f}× one autodiff gradient.",
+    ),
+    Test(
+        "steps_per_epoch", "C07", "check", "exact",
+        "log10(article's iterations per epoch / toolkit steps_per_epoch(100000, 100))",
+        "The article's worked example: 100,000 examples at batch size 100 make 10,000 "
+        "iterations per epoch (100,000 in 10 epochs)", "within", 0.001,
+        "arithmetic: the two counts agree or they do not (0.001 in log10 is 0.2%)",
+        "steps_per_epoch(100,000, 100) = {per_epoch:,}, not {claimed:,}; 10 epochs make "
+        "{total:,}, not {claimed_total:,}. The trained runs took {steps:,} steps = {epochs} "
+        "epochs × {run_per_epoch} (ceil(4,000 / {batch})).",
+    ),
+]  # fmt: skip
 
 
-def _loss_shape_rows(shapes: pd.DataFrame) -> list[dict]:
+def analyze(results: ResultsFolder) -> dict:
+    ev = _init_evidence(results.table("init"))
+    ev |= _loss_shape_evidence(results.table("loss_shapes"))
+    ev |= _trained_evidence(results.summary(), results.table("temperature_curves"))
+    ev |= _gradient_evidence(results.table("gradient_check"), results.table("cost"))
+    ev |= _step_evidence(results.table("step_arithmetic"), results.summary())
+    return ev
+
+
+def _init_evidence(init: pd.DataFrame) -> dict:
+    ev = {}
+    for key, (model, dataset) in INIT.items():
+        part = init[(init["model"] == model) & (init["dataset"] == dataset)].set_index("seed")
+        k = part["num_classes"].max()
+        # i.i.d. logits N(0, σ²) give E[CE] = ln K + σ²(K − 1)/2K to second order.
+        excess = part["logit_std"] ** 2 * (k - 1) / (2 * k)
+        raw = part["init_test_loss"] - np.log(k)
+        ev[f"init_loss_{key}"] = per_seed(
+            raw - excess, raw=raw.mean(), excess=excess.mean(), sigma=part["logit_std"].mean()
+        )
+        acc = part["init_test_acc"]
+        ev[f"init_acc_{key}"] = per_seed(acc - 1 / k, lowest=acc.min(), highest=acc.max())
+    return ev
+
+
+def _loss_shape_evidence(shapes: pd.DataFrame) -> dict:
     ce = shapes[shapes["loss"] == "ce"]
     named = ce.set_index("scenario")["value"]
     sweep = ce[ce["scenario"] == "sweep"].sort_values("p_true")
-    wrong, unsure, right = (
-        named["confident and wrong"],
-        named["unsure (uniform)"],
-        named["confident and right"],
-    )
+    wrong, unsure = named["confident and wrong"], named["unsure (uniform)"]
     mse = shapes[shapes["loss"] == "mse"]
     errors = mse[mse["scenario"] == "error sweep"].set_index("error_size")["value"]
-    ratio = float(errors.loc[2.0] / errors.loc[1.0])
-    mse_named = mse.set_index("scenario")["value"]
-    one_big = float(mse_named["one error of 2"] / mse_named["two errors of 1"])
-    return [
-        exact_verdict_row(
-            "C03",
-            "Cross-entropy is highest when confident and wrong: CE(p_true=0.001, 0.99 on a "
-            "wrong class) exceeds CE(uniform)",
-            "CE(confident and wrong) − CE(unsure, uniform) (nats)",
-            wrong - unsure,
-            "greater",
-            f"The toolkit's CE: confident and wrong {wrong:.2f} nats, unsure (uniform) "
-            f"{unsure:.2f}, confident and right {right:.3f}; along 61 values of p(true) "
-            f"it equals −ln p(true) to {np.abs(sweep['value'] - sweep['reference']).max():.1e} "
-            f"and falls monotonically ({bool((np.diff(sweep['value']) < 0).all())}).",
+    big, small = mse.set_index("scenario")["value"][["one error of 2", "two errors of 1"]]
+    return {
+        "ce_confident_wrong": exact(
+            wrong - unsure, wrong=wrong, unsure=unsure, right=named["confident and right"],
+            error=(sweep["value"] - sweep["reference"]).abs().max(),
+            monotone=bool((np.diff(sweep["value"]) < 0).all()),
         ),
-        exact_verdict_row(
-            "C03",
-            "MSE squares errors: doubling an output's error quadruples the loss",
-            "log2(MSE(error 2) / MSE(error 1)) − 2",
-            math.log2(ratio) - 2.0,
-            "within",
-            f"The toolkit's MSE: error 1 costs {errors.loc[1.0]:.2f}, error 2 costs "
-            f"{errors.loc[2.0]:.2f} (×{ratio:.4f}); it equals ½·Σ error² to "
-            f"{np.abs(mse['value'] - mse['reference']).max():.1e}.",
-            smallest_effect=1e-4,
+        "mse_quadruples": exact(
+            math.log2(errors.loc[2.0] / errors.loc[1.0]) - 2.0, one=errors.loc[1.0],
+            two=errors.loc[2.0], error=(mse["value"] - mse["reference"]).abs().max(),
+            big=big, small=small,
         ),
-        exact_verdict_row(
-            "C03",
-            "Under MSE large errors cost disproportionately: one error of 2 costs more than "
-            "two errors of 1 (the same total absolute error)",
-            "MSE(one error of 2) / MSE(two errors of 1) − 1",
-            one_big - 1.0,
-            "greater",
-            f"One error of 2 costs {mse_named['one error of 2']:.2f}, two errors of 1 cost "
-            f"{mse_named['two errors of 1']:.2f} (×{one_big:.2f}).",
-        ),
-    ]
+    }  # fmt: skip
 
 
-def _ce_vs_mse_rows(summary: pd.DataFrame) -> list[dict]:
-    ce = summary[summary["loss"] == "ce"].set_index("seed").sort_index()
-    mse = summary[summary["loss"] == "mse"].set_index("seed").sort_index()
-    seeds = ce.index.intersection(mse.index)
-    if not len(seeds):
-        return []
-    final = ce.loc[seeds, "final_test_acc"] - mse.loc[seeds, "final_test_acc"]
-    early = ce.loc[seeds, "best_test_acc"] - mse.loc[seeds, "best_test_acc"]
-    diverged = int(summary["diverged"].astype(bool).sum())
-    note = (
-        f"CE {ce['final_test_acc'].mean():.1%} vs MSE {mse['final_test_acc'].mean():.1%} "
-        f"at the final epoch; at the early-stopping epoch CE − MSE = {early.mean():+.2%}; "
-        f"{diverged} runs diverged."
-    )
-    condition = (
-        f"the overfit model's protocol ({int(ce['epochs'].iloc[0])} epochs), final epoch, "
-        "paired by seed"
-    )
-    return [
-        seed_verdict(
-            "C03",
-            "Cross-entropy is the better loss for classification: CE-trained test accuracy "
-            "exceeds MSE-trained",
-            "test accuracy, CE − MSE",
-            final.to_numpy(),
-            "greater",
-            "CE − MSE test accuracy {estimate:+.2%} [{low:+.2%}, {high:+.2%}]: " + note,
-            condition=condition,
-        ),
-        seed_verdict(
-            "C03",
-            "CE and MSE train equally accurate classifiers (Hui & Belkin 2021): |CE − MSE| "
-            "test accuracy < 1 pp",
-            "test accuracy, CE − MSE (equivalence, ±1 pp)",
-            final.to_numpy(),
-            "within",
-            "CE − MSE test accuracy {estimate:+.2%} [{low:+.2%}, {high:+.2%}] against ±1 pp.",
-            smallest_effect=0.01,
-            condition=condition,
-        ),
-    ]
-
-
-def _temperature_rows(summary: pd.DataFrame, curves: pd.DataFrame) -> list[dict]:
-    ce = summary[summary["loss"] == "ce"].sort_values("seed")
-    if ce.empty:
-        return []
-    condition = "the overfit CE model (T fitted on validation, measured on test)"
+def _trained_evidence(summary: pd.DataFrame, curves: pd.DataFrame) -> dict:
+    frame, out = usable(summary)
+    seeds = summary["seed"].nunique()
+    ce = frame[frame["loss"] == "ce"].set_index("seed").sort_index()
+    mse = frame[frame["loss"] == "mse"].set_index("seed").sort_index()
     runs = curves[curves["loss"] == "ce"].sort_values(["seed", "temperature"])
-    rising = runs.groupby("seed")["test_entropy"].apply(lambda s: float(np.diff(s).min()))
-    grid_best = runs.groupby("seed")["test_nll"].min().loc[ce["seed"]].to_numpy()
-    acc_change = np.abs(ce["test_acc_fit"] - ce["test_acc_t1"]).max()
-    return [
-        seed_verdict(
-            "C03",
-            "The overfit model is overconfident: the NLL-optimal temperature on validation "
-            "is above 1",
-            "log T (fitted on validation)",
-            np.log(ce["temperature"]),
-            "greater",
-            "Fitted T = e^{estimate:.2f} [e^{low:.2f}, e^{high:.2f}] "
-            f"(mean T {ce['temperature'].mean():.2f}).",
-            condition=condition,
+    runs = runs[runs["seed"].isin(ce.index)]
+    steps = runs.groupby("seed")["test_entropy"].apply(lambda s: np.diff(s).min())
+    entropy = runs.groupby("temperature")["test_entropy"].mean()
+    grid_best = runs.groupby("seed")["test_nll"].min()
+    early = (ce["best_test_acc"] - mse["best_test_acc"]).mean()
+    acc_change = (ce["test_acc_fit"] - ce["test_acc_t1"]).abs().max()
+
+    def ev(values, **extras):
+        return per_seed(values, seeds, out, **extras)
+
+    return {
+        "ce_vs_mse": ev(
+            ce["final_test_acc"] - mse["final_test_acc"], ce=ce["final_test_acc"].mean(),
+            mse=mse["final_test_acc"].mean(), early=early,
         ),
-        seed_verdict(
-            "C03",
-            "Temperature scaling lowers test NLL",
-            "test NLL at fitted T − test NLL at T = 1 (nats)",
-            ce["test_nll_fit"] - ce["test_nll_t1"],
-            "less",
-            "Test NLL changes by {estimate:+.2f} nats [{low:+.2f}, {high:+.2f}] from "
-            f"{ce['test_nll_t1'].mean():.2f} to {ce['test_nll_fit'].mean():.2f}; test accuracy "
-            f"changes by at most {acc_change:.1e} (the argmax is unchanged).",
-            condition=condition,
+        "temperature": ev(np.log(ce["temperature"]), mean=ce["temperature"].mean()),
+        "temperature_nll": ev(
+            ce["test_nll_fit"] - ce["test_nll_t1"], before=ce["test_nll_t1"].mean(), acc=acc_change
         ),
-        seed_verdict(
-            "C03",
-            "Temperature scaling lowers the expected calibration error (15 bins)",
-            "test ECE at fitted T − test ECE at T = 1",
-            ce["test_ece_fit"] - ce["test_ece_t1"],
-            "less",
-            "Test ECE changes by {estimate:+.3f} [{low:+.3f}, {high:+.3f}] from "
-            f"{ce['test_ece_t1'].mean():.3f} to {ce['test_ece_fit'].mean():.3f}.",
-            condition=condition,
+        "temperature_ece": ev(ce["test_ece_fit"] - ce["test_ece_t1"], before=ce["test_ece_t1"].mean()),
+        "entropy_monotone": ev(
+            steps, first=entropy.iloc[0] if len(entropy) else np.nan,
+            last=entropy.iloc[-1] if len(entropy) else np.nan,
         ),
-        seed_verdict(
-            "C03",
-            "Predictive entropy rises monotonically with temperature",
-            f"smallest entropy increase between neighbouring temperatures (of {len(TEMPERATURES)}, "
-            f"T = {TEMPERATURES[0]:g}…{TEMPERATURES[-1]:g})",
-            rising.loc[ce["seed"]].to_numpy(),
-            "greater",
-            "The smallest step in test entropy along the temperature grid is "
-            "{estimate:.2e} [{low:.2e}, {high:.2e}] nats (> 0 means monotone in every seed: "
-            f"{bool((rising > 0).all())}); entropy goes "
-            f"{runs.groupby('temperature')['test_entropy'].mean().iloc[0]:.3f} → "
-            f"{runs.groupby('temperature')['test_entropy'].mean().iloc[-1]:.3f} nats.",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C03",
-            "NLL has an optimum in T: the temperature fitted on validation reaches the test "
-            "NLL minimum over the grid within ±0.02 nats",
-            "test NLL at fitted T − min over the T grid of test NLL (nats)",
-            ce["test_nll_fit"].to_numpy() - grid_best,
-            "within",
-            "Test NLL at the validation-fitted T is {estimate:+.4f} [{low:+.4f}, {high:+.4f}] "
-            "nats from the best on the test grid.",
-            smallest_effect=0.02,
-            condition=condition,
-        ),
-    ]
+        "nll_optimum": ev(ce["test_nll_fit"] - grid_best),
+    }  # fmt: skip
 
 
-def _gradient_rows(check: pd.DataFrame, cost: pd.DataFrame) -> list[dict]:
-    rows = []
-    for model, part in check.groupby("model", sort=False):
-        for loss, by_loss in part.groupby("loss", sort=False):
-            worst = by_loss.groupby("seed")["rel_error"].max()
-            coords = int(by_loss.groupby("seed")["checked"].sum().iloc[0])
-            total = int(by_loss.groupby("seed")["size"].sum().iloc[0])
-            kinks = int(by_loss["kinks"].sum())
-            with_kinks = by_loss["rel_error_with_kinks"].max()
-            rows.append(
-                seed_verdict(
-                    "C06",
-                    f"Autodiff gradients match central finite differences in float64 "
-                    f"(relative error < {GRAD_TOLERANCE:g} in every parameter tensor)",
-                    f"log10(max over tensors of relative error / {GRAD_TOLERANCE:g})",
-                    np.log10(np.maximum(worst.to_numpy(), 1e-300) / GRAD_TOLERANCE),
-                    "less",
-                    "Worst tensor's relative error 1e-6 × 10^{estimate:.2f} [10^{low:.2f}, "
-                    f"10^{{high:.2f}}]; largest over seeds {worst.max():.1e}; {coords:,} of "
-                    f"{total:,} coordinates checked per seed; {kinks} coordinate checks over "
-                    f"all seeds stepped across a ReLU kink and are left out (with them the "
-                    f"worst error is {with_kinks:.1e}).",
-                    condition=f"{model}, {LOSS_NAMES[loss]}",
-                )
-            )
+def _gradient_evidence(check: pd.DataFrame, cost: pd.DataFrame) -> dict:
+    ev = {}
+    trained, cnn = check["model"].str.contains("trained"), check["model"].str.startswith("CNN")
+    which = np.where(trained, "trained", np.where(cnn, "cnn", "mlp_" + check["loss"]))
+    for key in GRADS:
+        part = check[which == key]
+        worst = part.groupby("seed")["rel_error"].max()
+        per_seed_sizes = part.groupby("seed")[["checked", "size"]].sum()
+        ev[f"grad_{key}"] = per_seed(
+            np.log10(np.maximum(worst, 1e-300) / GRAD_TOLERANCE), worst=worst.max(),
+            coords=int(per_seed_sizes["checked"].max()) if len(part) else 0,
+            total=int(per_seed_sizes["size"].max()) if len(part) else 0,
+            kinks=int(part["kinks"].sum()), with_kinks=part["rel_error_with_kinks"].max(),
+        )  # fmt: skip
     cost = cost.sort_values("num_params")
     log_p = np.log(cost["num_params"].to_numpy(float))
-    grad_slope = float(np.polyfit(log_p, np.log(cost["gradient_per_forward"]), 1)[0])
-    fd_slope = float(np.polyfit(log_p, np.log(cost["fd_per_forward"]), 1)[0])
     span = f"P = {cost['num_params'].min():,} … {cost['num_params'].max():,}"
-    rows.append(
-        exact_verdict_row(
-            "C06",
-            "One gradient costs a small constant multiple of one forward pass, independent "
-            "of the parameter count (|log-log slope| < 0.1)",
-            "slope of log(gradient FLOPs / forward FLOPs) vs log P",
-            grad_slope,
-            "within",
-            f"XLA FLOP counts, {span}: a gradient costs "
-            f"{cost['gradient_per_forward'].min():.2f}–{cost['gradient_per_forward'].max():.2f} "
-            f"forward passes (slope {grad_slope:+.3f}); measured wall-clock ratios are in "
-            "timings.csv.",
-            smallest_effect=0.1,
-        )
+    grad_slope = np.polyfit(log_p, np.log(cost["gradient_per_forward"]), 1)[0]
+    fd_slope = np.polyfit(log_p, np.log(cost["fd_per_forward"]), 1)[0]
+    per_gradient = cost["fd_flops"] / cost["gradient_flops"]
+    ev["grad_cost"] = exact(
+        grad_slope, span=span, low_ratio=cost["gradient_per_forward"].min(),
+        high_ratio=cost["gradient_per_forward"].max(),
+    )  # fmt: skip
+    ev["fd_cost"] = exact(
+        fd_slope - 1.0, span=span, low_ratio=per_gradient.min(), high_ratio=per_gradient.max()
     )
-    rows.append(
-        exact_verdict_row(
-            "C06",
-            "A finite-difference gradient's cost grows linearly with the parameter count "
-            "(log-log slope of its cost in forward passes within ±0.1 of 1)",
-            "slope of log(FD gradient FLOPs / forward FLOPs) vs log P, − 1",
-            fd_slope - 1.0,
-            "within",
-            f"Central differences need 2P forward passes: {cost['fd_per_forward'].min():,.0f}"
-            f" … {cost['fd_per_forward'].max():,.0f} over {span}, i.e. "
-            f"{(cost['fd_flops'] / cost['gradient_flops']).min():,.0f}–"
-            f"{(cost['fd_flops'] / cost['gradient_flops']).max():,.0f}× one autodiff gradient.",
-            smallest_effect=0.1,
-        )
-    )
-    return rows
+    return ev
 
 
-def _step_rows(steps: pd.DataFrame, summary: pd.DataFrame) -> list[dict]:
+def _step_evidence(steps: pd.DataFrame, summary: pd.DataFrame) -> dict:
     example = steps[steps["case"] == "the article's worked example"].iloc[0]
-    per_epoch, total = int(example["steps_per_epoch"]), int(example["total_steps"])
-    claimed, claimed_total = (
-        int(example["article_steps_per_epoch"]),
-        int(example["article_total_steps"]),
-    )
+    per_epoch, claimed = int(example["steps_per_epoch"]), int(example["article_steps_per_epoch"])
     run = summary.iloc[0]
-    ran = (
-        f"The trained runs took {int(run['steps']):,} steps = {int(run['epochs'])} epochs × "
-        f"{int(run['steps_per_epoch'])} (ceil(4,000 / {int(run['batch_size'])}))."
-    )
-    return [
-        exact_verdict_row(
-            "C07",
-            "The article's worked example: 100,000 examples at batch size 100 make 10,000 "
-            "iterations per epoch",
-            "log10(article's iterations per epoch / toolkit steps_per_epoch(100000, 100))",
-            math.log10(claimed / per_epoch),
-            "within",
-            f"steps_per_epoch(100,000, 100) = {per_epoch:,}, not {claimed:,}: the article "
-            f"is {claimed / per_epoch:g}× too high. {ran}",
-            smallest_effect=0.001,
-        ),
-        exact_verdict_row(
-            "C07",
-            "The article's worked example: 10 epochs make 100,000 iterations in all",
-            "log10(article's total iterations / toolkit's total steps)",
-            math.log10(claimed_total / total),
-            "within",
-            f"10 epochs × {per_epoch:,} = {total:,} steps, not {claimed_total:,} "
-            f"({claimed_total / total:g}× too high).",
-            smallest_effect=0.001,
-        ),
-    ]
+    return {
+        "steps_per_epoch": exact(
+            math.log10(claimed / per_epoch), per_epoch=per_epoch, claimed=claimed,
+            total=int(example["total_steps"]), claimed_total=int(example["article_total_steps"]),
+            steps=int(run["steps"]), epochs=int(run["epochs"]),
+            run_per_epoch=int(run["steps_per_epoch"]), batch=int(run["batch_size"]),
+        )
+    }  # fmt: skip
 
 
 # ----- figures ---------------------------------------------------------------------------
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    summary = results.summary()
-    n = fig.n_seeds(summary)
+    summary, _ = usable(results.summary())
+    kept = {
+        name: table[table["run_id"].isin(summary["run_id"])]
+        for name, table in (
+            ("history", results.history()),
+            ("curves", results.table("temperature_curves")),
+            ("reliability", results.table("reliability")),
+        )
+    }
+    ev = analyze(results)
     return [
-        _init_figure(results.table("init"), out_dir),
-        _loss_shape_figure(results.table("loss_shapes"), out_dir),
-        _ce_vs_mse_figure(summary, results.history(), n, out_dir),
-        _temperature_figure(summary, results.table("temperature_curves"), out_dir),
-        _reliability_figure(results.table("reliability"), out_dir),
-        _gradient_figure(results.table("gradient_check"), out_dir),
+        _init_figure(ev, out_dir),
+        _loss_shape_figure(results.table("loss_shapes"), ev, out_dir),
+        _ce_vs_mse_figure(summary, kept["history"], ev, out_dir),
+        _temperature_figure(summary, kept["curves"], out_dir),
+        _reliability_figure(kept["reliability"], out_dir),
+        _gradient_figure(results.table("gradient_check"), ev, out_dir),
         _cost_figure(results.table("timings"), out_dir),
+        _steps_figure(ev["steps_per_epoch"].extras, out_dir),
     ]
 
 
-def _init_figure(init: pd.DataFrame, out_dir: Path) -> Path:
-    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.3))
-    conditions = list(dict.fromkeys(init["condition"]))
-    k = int(init["num_classes"].iloc[0])
-    for ax, column, reference, tolerance, label in (
-        (axes[0], "init_test_loss", math.log(k), 0.1, "test cross-entropy at init (nats)"),
-        (axes[1], "init_test_acc", 1.0 / k, 0.02, "test accuracy at init"),
+def _stated(evidence, label: str, digits: int = 2) -> str:
+    """ "label estimate [low, high] (n = k)" for a title: the verdict's numbers."""
+    low, high = evidence.interval.ci()
+    e = evidence.interval.estimate
+    return f"{label} {e:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] (n = {evidence.interval.n})"
+
+
+def _init_figure(ev: dict, out_dir: Path) -> Path:
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for ax, test, tolerance, label in (
+        (axes[0], "init_loss", INIT_TOLERANCE, "test CE at init − noise-logit prediction (nats)"),
+        (axes[1], "init_acc", 0.02, "test accuracy at init − 1/K"),
     ):
-        ax.axhspan(reference - tolerance, reference + tolerance, color="0.85", lw=0)
-        ax.axhline(reference, color="0.3", ls="--", lw=0.9)
-        for i, condition in enumerate(conditions):
-            values = init.loc[init["condition"] == condition, column].to_numpy()
-            jitter = np.linspace(-0.15, 0.15, len(values))
-            ax.plot(i + jitter, values, "o", ms=3.5, alpha=0.6, color=f"C{i}")
-            stats = mean_ci(values)
-            ax.errorbar(
-                i + 0.3,
-                stats[0],
-                yerr=[[stats[0] - stats[1]], [stats[2] - stats[0]]],
-                fmt="s",
-                color="k",
-                ms=4,
-                capsize=3,
-                lw=1,
-            )
-        ax.set_xticks(
-            range(len(conditions)), [c.replace(" on ", "\non ") for c in conditions], fontsize=7
-        )
+        ax.axhspan(-tolerance, tolerance, color="0.85", lw=0)
+        ax.axhline(0, color="0.3", ls="--", lw=0.9)
+        for i, key in enumerate(INIT):
+            evidence = ev[f"{test}_{key}"]
+            values, interval = evidence.values, evidence.interval
+            ax.plot(i + np.linspace(-0.15, 0.15, len(values)), values, "o", ms=3.5, alpha=0.6)
+            low, high = interval.ci()
+            yerr = [[interval.estimate - low], [high - interval.estimate]]
+            ax.errorbar(i + 0.3, interval.estimate, yerr=yerr, fmt="s", color="k", ms=4, capsize=3)
+        names = [INIT_NAMES[key].replace(" on ", "\non ").split(" (")[0] for key in INIT]
+        ax.set_xticks(range(len(INIT)), names, fontsize=7)
         ax.set_ylabel(label)
-    axes[0].set_title(f"Loss vs ln K = {math.log(k):.3f} (band ±0.1)")
-    axes[1].set_title(f"Accuracy vs 1/K = {1 / k:.0%} (band ±2 pp)")
+    axes[0].set_title(f"Loss vs ln K + σ²(K−1)/2K (band ±{INIT_TOLERANCE:g})", fontsize=9)
+    axes[1].set_title("Accuracy vs chance (band ±2 pp)", fontsize=9)
+    n = max(ev[f"init_acc_{key}"].interval.n for key in INIT)
     figure.suptitle(
-        f"At initialization (one dot per seed; black: {fig.BAND_NOTE}, "
-        f"n = {fig.n_seeds(init)} seeds)",
-        fontsize=10,
+        f"C01 at initialization: the loss of pure-noise logits, chance accuracy (one dot per "
+        f"seed; black: mean, 95% CI; n = {n} seeds)",
+        fontsize=9,
     )
     return fig.save(figure, out_dir, "init")
 
 
-def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval of per-seed values (the band of figures.band)."""
-    frame = pd.DataFrame({"g": 0, "seed": np.arange(len(values)), "v": values})
-    row = mean_ci_by_group(frame, "g", "v").iloc[0]
-    return float(row["mean"]), float(row["ci_low"]), float(row["ci_high"])
-
-
-def _loss_shape_figure(shapes: pd.DataFrame, out_dir: Path) -> Path:
+def _loss_shape_figure(shapes: pd.DataFrame, ev: dict, out_dir: Path) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.3))
     ce = shapes[shapes["loss"] == "ce"]
     sweep = ce[ce["scenario"] == "sweep"].sort_values("p_true")
@@ -1018,11 +985,16 @@ def _loss_shape_figure(shapes: pd.DataFrame, out_dir: Path) -> Path:
     ax.set_ylabel("MSE: ½·‖outputs − one-hot‖²")
     ax.set_title("MSE: large errors cost disproportionately")
     ax.legend(fontsize=7)
-    figure.suptitle("The toolkit's losses on constructed outputs (exact, no seeds)", fontsize=10)
+    check = ev["ce_confident_wrong"].interval.estimate
+    figure.suptitle(
+        "C03: the toolkit's losses on constructed outputs (exact computations, no seeds): "
+        f"CE(confident and wrong) − CE(uniform) = {check:+.2f} nats",
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, "losses")
 
 
-def _ce_vs_mse_figure(summary, history, n: int, out_dir: Path) -> Path:
+def _ce_vs_mse_figure(summary, history, ev: dict, out_dir: Path) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(8.6, 3.3), gridspec_kw={"width_ratios": [3, 2]})
     history = history.copy()
     history["training loss"] = history["loss"].map(LOSS_NAMES)
@@ -1044,15 +1016,13 @@ def _ce_vs_mse_figure(summary, history, n: int, out_dir: Path) -> Path:
             marker="o",
             ms=3,
         )
-    diff, low, high = paired_difference(
-        ce.loc[seeds, "final_test_acc"], mse.loc[seeds, "final_test_acc"]
-    )
     ax.set_xticks([0, 1], ["cross-entropy", "MSE"])
     ax.set_xlim(-0.4, 1.4)
     ax.set_ylabel("final test accuracy")
-    ax.set_title(f"CE − MSE = {diff:+.1%} [{low:+.1%}, {high:+.1%}]\n(one line per seed)")
+    ax.set_title(_stated(ev["ce_vs_mse"], "CE − MSE:", 3) + "\n(one line per seed)", fontsize=9)
     figure.suptitle(
-        f"CE vs MSE training, MNIST-1D MLP, Adam ({fig.BAND_NOTE}, n = {n} seeds)",
+        f"CE vs MSE training, MNIST-1D MLP, Adam ({fig.BAND_NOTE}, "
+        f"n = {fig.n_seeds(summary)} seeds)",
         fontsize=10,
     )
     return fig.save(figure, out_dir, "ce_vs_mse")
@@ -1152,7 +1122,7 @@ def _reliability_figure(reliability: pd.DataFrame, out_dir: Path) -> Path:
     return fig.save(figure, out_dir, "reliability")
 
 
-def _gradient_figure(check: pd.DataFrame, out_dir: Path) -> Path:
+def _gradient_figure(check: pd.DataFrame, ev: dict, out_dir: Path) -> Path:
     check = check.copy()
     check["label"] = check["model"] + ", " + check["loss"].map(LOSS_NAMES)
     labels = list(dict.fromkeys(check["label"]))
@@ -1175,15 +1145,43 @@ def _gradient_figure(check: pd.DataFrame, out_dir: Path) -> Path:
         position += 0.7
     ax.axhline(GRAD_TOLERANCE, color="k", ls="--", lw=0.9, label=f"tolerance {GRAD_TOLERANCE:g}")
     ax.set_yscale("log")
+    ax.set_ylim(top=1e-4)  # room for the legend above the tolerance line
     ax.set_xticks([p for p, _ in ticks], [t for _, t in ticks], rotation=70, fontsize=6)
     ax.set_ylabel("‖g_autodiff − g_FD‖ / ‖g‖ per tensor")
     ax.legend(fontsize=7, loc="upper left", ncol=2)
     ax.set_title(
         f"Autodiff vs central differences (float64, ε = {FD_EPS:g}; steps across a ReLU kink "
         f"left out: {int(check['kinks'].sum())} of {int(check['checked'].sum()):,})\n"
-        f"one dot per seed and tensor, n = {fig.n_seeds(check)} seeds"
+        + _stated(
+            ev["grad_mlp_ce"], "C06 primary, MLP 40-32-32-10 CE: log10(worst tensor / 1e-6) ="
+        )
+        + f"; one dot per seed and tensor, n = {fig.n_seeds(check)} seeds",
+        fontsize=9,
     )
     return fig.save(figure, out_dir, "gradient_check")
+
+
+def _steps_figure(example: dict, out_dir: Path) -> Path:
+    figure, ax = plt.subplots(figsize=(5.2, 3.4))
+    x = np.arange(2)
+    article = [example["claimed"], example["claimed_total"]]
+    toolkit = [example["per_epoch"], example["total"]]
+    ax.bar(x - 0.2, article, width=0.38, color="C3", label="the article")
+    ax.bar(x + 0.2, toolkit, width=0.38, color="C0", label="toolkit steps_per_epoch = ⌈N/B⌉")
+    for i, (a, t) in enumerate(zip(article, toolkit)):
+        ax.text(i - 0.2, a, f"{a:,}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + 0.2, t, f"{t:,}", ha="center", va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(top=max(article) * 4)
+    ax.set_xticks(x, ["iterations per epoch", "iterations in 10 epochs"])
+    ax.set_ylabel("optimizer steps (log scale)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(
+        "C07: 100,000 examples at batch size 100 (exact arithmetic, no seeds):\n"
+        f"{example['per_epoch']:,} steps per epoch, not {example['claimed']:,}",
+        fontsize=9,
+    )
+    return fig.save(figure, out_dir, "steps")
 
 
 def _cost_figure(timings: pd.DataFrame, out_dir: Path) -> Path:

@@ -25,16 +25,17 @@ necessarily the best accuracy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from toolkit import figures as fig
+from toolkit.claimtests import Test, per_seed, usable
 from toolkit.results import ResultsFolder
 from toolkit.spec import RunConfig
-from toolkit.stats import paired_difference, seed_verdict
 
 CLAIMS = ("C01", "C02", "C10", "C11", "C14")
 #: The figure the claims report links for each claim.
@@ -45,7 +46,9 @@ CLAIM_FIGURES = {
     "C11": "curves",
     "C14": "early_stopping",
 }
-NUM_CLASSES = 10
+K = 10
+MEMORIZED = 0.99  # C10: a random-label run memorized when its final train accuracy ≥ this
+MARGIN = 0.01  # C14: non-inferiority margin (early stopping may lose up to 1 pp)
 CONDITIONS = {0.0: "real labels", 0.2: "20% label noise", 1.0: "random labels"}
 
 
@@ -77,156 +80,151 @@ def _condition(noise: float) -> str:
     return CONDITIONS.get(float(noise), f"label noise {noise:g}")
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
-    summary = results.summary()
-    history = results.history()
-    rows: list[dict] = []
-    chance = 1.0 / NUM_CLASSES
-    real = summary[summary["label_noise"] == 0.0].sort_values("seed")
+LOSS_FALLS = Test(
+    "loss_falls", "C02", "primary", "log_ratio", "log(final train loss / init train loss)",
+    "Training is iterated error correction: the full-train loss falls over training",
+    "less", math.log(2),
+    "log 2: the loss at least halves; a smaller fall would not be error correction at work",
+    "Train CE fell by a factor e^{estimate:.2f} [e^{low:.2f}, e^{high:.2f}] ({n} of {planned} "
+    "seeds); full-train CE rose between {rises:.1%} of consecutive epochs.",
+    condition="real labels",
+)  # fmt: skip
+VAL_RISE = Test(
+    "val_rise", "C11", "primary", "mean", "final val loss − min val loss (nats)",
+    "More training does not always help: past a point validation loss rises while training "
+    "loss keeps falling", "greater", 0.05,
+    "0.05 nats, 5% of the minimum validation loss (≈ 1.0) and twice the 90th percentile of its "
+    "epoch-to-epoch wobble (0.023): a rise that size is a turn, not noise",
+    "Validation CE rose {estimate:.2f} nats [{low:.2f}, {high:.2f}] above its minimum (epoch "
+    "{stop:.0f} of {budget}) while train CE fell from {train_stop:.2f} to {train_end:.3f} "
+    "({n} of {planned} seeds).",
+    condition="real labels",
+)  # fmt: skip
+EARLY_STOP = Test(
+    "early_stop", "C14", "primary", "paired_difference",
+    "test acc at the early stop − final test acc + 0.01 (non-inferiority, 1 pp)",
+    "Early stopping on a held-out validation set saves the best model: it loses at most 1 pp "
+    "test accuracy against training to the end", "greater", 0.0,
+    "the 1 pp non-inferiority margin is built into the statistic, so any value above 0 "
+    "supports the claim",
+    "Early-stopped minus final test accuracy, plus 1 pp: {estimate:+.3f} [{low:+.3f}, "
+    "{high:+.3f}] ({n} of {planned} seeds); it stopped at epoch {stop:.1f} of {budget}, "
+    "{saved:.0%} of the epochs saved, with test CE {loss_cut:.2f} nats lower.",
+    condition="real labels; monitored: validation loss (lowest, every epoch)",
+)  # fmt: skip
 
-    # C01: at init the network knows nothing.
-    rows.append(
-        seed_verdict(
-            "C01",
-            f"At init, test cross-entropy is within ±0.1 nats of ln K = {math.log(NUM_CLASSES):.3f}",
-            "init test loss − ln K (nats)",
-            real["init_test_loss"] - math.log(NUM_CLASSES),
-            "within",
-            "At init the test loss is ln K {estimate:+.3f} nats [{low:+.3f}, {high:+.3f}] "
-            "across {n} seeds (tolerance ±0.1).",
-            smallest_effect=0.1,
-        )
+
+def _secondary(test: Test, key: str, condition: str, **changes) -> Test:
+    return replace(test, key=key, role="secondary", condition=condition, **changes)
+
+
+TESTS = [
+    Test(
+        "init_acc", "C01", "primary", "mean", "init test accuracy − 1/K",
+        "A freshly initialized network knows nothing: its test accuracy is chance (1/K) "
+        "within ±2 pp", "within", 0.02,
+        "2 pp is a fifth of chance accuracy (10%): less would be indistinguishable from noise",
+        "At init test accuracy is chance {estimate:+.2%} [{low:+.2%}, {high:+.2%}] over {n} of "
+        "{planned} seeds (seeds range {lowest:.1%}–{highest:.1%}).",
+        condition="real-label runs, before the first step",
+    ),
+    LOSS_FALLS,
+    _secondary(LOSS_FALLS, "loss_falls_noisy", _condition(0.2)),
+    _secondary(LOSS_FALLS, "loss_falls_random", _condition(1.0)),
+    Test(
+        "random_test_chance", "C10", "primary", "mean", "final test accuracy − 1/K",
+        "A network that memorized random labels predicts new data at chance: test accuracy "
+        "within ±2 pp of 1/K", "within", 0.02,
+        "2 pp is a fifth of chance accuracy (10%), as for C01",
+        "Runs that memorized random labels (train accuracy ≥ 99%: {memorized} of {planned}) "
+        "test at chance {estimate:+.2%} [{low:+.2%}, {high:+.2%}].",
+        condition="random labels, runs that memorized (final train accuracy ≥ 0.99)",
+    ),
+    Test(
+        "real_loss_gap", "C10", "secondary", "mean", "final test loss − final train loss (nats)",
+        "With real labels train loss goes to ~0 while test loss is far higher", "greater", 0.5,
+        "0.5 nats: the test likelihood per example e^0.5 ≈ 1.6× below the train one",
+        "Final train CE {train:.3g}; test CE higher by {estimate:.2f} nats "
+        "[{low:.2f}, {high:.2f}] ({n} seeds).",
+        condition="real labels",
+    ),
+    VAL_RISE,
+    _secondary(VAL_RISE, "val_rise_noisy", _condition(0.2)),
+    EARLY_STOP,
+    _secondary(
+        EARLY_STOP, "early_stop_val_acc", "real labels; monitored: validation accuracy",
+        finding="Monitoring validation accuracy (its first maximum): {estimate:+.3f} "
+        "[{low:+.3f}, {high:+.3f}] ({n} seeds), stopping at epoch {stop:.1f} of {budget}.",
+    ),
+    _secondary(EARLY_STOP, "early_stop_noisy", f"{_condition(0.2)}; monitored: validation loss"),
+]  # fmt: skip
+
+
+def _runs(summary: pd.DataFrame, noise: float, reached=None):
+    """Usable runs of one label condition, indexed by seed, and the excluded counts."""
+    part = summary[np.isclose(summary["label_noise"], noise)]
+    frame, excluded = usable(part, None if reached is None else reached(part))
+    return frame.set_index("seed").sort_index(), excluded
+
+
+def analyze(results: ResultsFolder) -> dict:
+    summary, history = results.summary(), results.history()
+    seeds = summary["seed"].nunique()
+    real, real_out = _runs(summary, 0.0)
+    acc = real["init_test_acc"]
+    ev = {"init_acc": per_seed(acc - 1 / K, seeds, real_out, lowest=acc.min(), highest=acc.max())}
+    for key, noise in (("loss_falls", 0.0), ("loss_falls_noisy", 0.2), ("loss_falls_random", 1.0)):
+        part, out = _runs(summary, noise)
+        runs = history[history["run_id"].isin(part["run_id"])].sort_values("epoch")
+        rises = runs.groupby("run_id")["train_loss"].apply(lambda s: (s.diff() > 0).mean())
+        ratio = np.log(part["final_train_loss"] / part["init_train_loss"])
+        ev[key] = per_seed(ratio, seeds, out, rises=rises.mean())
+    random, out = _runs(summary, 1.0, lambda part: part["final_train_acc"] >= MEMORIZED)
+    out = {("did not memorize" if "reach" in why else why): k for why, k in out.items()}
+    chance = random["final_test_acc"] - 1 / K
+    ev["random_test_chance"] = per_seed(chance, seeds, out, memorized=len(random))
+    gap = real["final_test_loss"] - real["final_train_loss"]
+    ev["real_loss_gap"] = per_seed(gap, seeds, real_out, train=real["final_train_loss"].mean())
+    for suffix, noise in (("", 0.0), ("_noisy", 0.2)):
+        part, out = _runs(summary, noise)
+        common = {"stop": part["best_val_epoch"].mean(), "budget": part["epochs"].max()}
+        ev["val_rise" + suffix] = per_seed(
+            part["final_val_loss"] - part["best_val_loss"], seeds, out,
+            train_stop=part["best_train_loss"].mean(), train_end=part["final_train_loss"].mean(),
+            **common,
+        )  # fmt: skip
+        ev["early_stop" + suffix] = per_seed(
+            part["best_test_acc"] - part["final_test_acc"] + MARGIN, seeds, out,
+            saved=1 - (part["best_val_epoch"] / part["epochs"]).mean(),
+            loss_cut=(part["final_test_loss"] - part["best_test_loss"]).mean(), **common,
+        )  # fmt: skip
+    # Monitoring validation accuracy instead: the epoch of its first maximum, per run.
+    runs = history[history["run_id"].isin(real["run_id"])].sort_values("epoch")
+    at_best = runs.loc[runs.groupby("run_id")["val_acc"].idxmax()].set_index("run_id")
+    at_best = at_best.loc[real["run_id"]].set_index(real.index)
+    ev["early_stop_val_acc"] = per_seed(
+        at_best["test_acc"] - real["final_test_acc"] + MARGIN, seeds, real_out,
+        stop=at_best["epoch"].mean(), budget=real["epochs"].max(),
+    )  # fmt: skip
+    return ev
+
+
+def _stated(evidence, label: str, scale: float = 1.0, unit: str = "") -> str:
+    """ "label: estimate [low, high] (n = k)" for a figure title, the verdict's numbers."""
+    low, high = evidence.interval.ci()
+    e = evidence.interval.estimate
+    return (
+        f"{label} {e * scale:+.2f} [{low * scale:+.2f}, {high * scale:+.2f}]{unit} "
+        f"(n = {evidence.interval.n})"
     )
-    rows.append(
-        seed_verdict(
-            "C01",
-            "At init, test accuracy is within ±2 pp of chance 1/K",
-            "init test accuracy − 1/K",
-            real["init_test_acc"] - chance,
-            "within",
-            "At init test accuracy is chance {estimate:+.2%} [{low:+.2%}, {high:+.2%}].",
-            smallest_effect=0.02,
-        )
-    )
-
-    # C02: training is iterated error correction (the training loss falls).
-    for noise, part in summary.groupby("label_noise"):
-        runs = history[history["label_noise"] == noise]
-        rises = runs.groupby("run_id")["train_loss"].apply(lambda s: float((s.diff() > 0).mean()))
-        rows.append(
-            seed_verdict(
-                "C02",
-                "The full-train loss falls over training: log(final / init) < 0",
-                "log(final train loss / init train loss)",
-                np.log(part["final_train_loss"] / part["init_train_loss"]),
-                "less",
-                "Training loss fell by a factor e^{estimate:.2f} [{low:.2f}, {high:.2f}]; "
-                f"full-train loss rose between {rises.mean():.0%} of consecutive evaluations.",
-                condition=_condition(noise),
-            )
-        )
-
-    # C10: memorization.
-    random = summary[summary["label_noise"] == 1.0]
-    if len(random):
-        rows.append(
-            seed_verdict(
-                "C10",
-                "With random labels the training accuracy approaches 100% (≥ 90%)",
-                "final train accuracy − 0.9 (random labels)",
-                random["final_train_acc"] - 0.9,
-                "greater",
-                f"Random labels: train accuracy {random['final_train_acc'].mean():.1%} after "
-                f"{int(random['epochs'].iloc[0])} epochs ({int(random['steps'].iloc[0])} steps); "
-                "margin over 90%: {estimate:+.3f} [{low:+.3f}, {high:+.3f}].",
-                condition="random labels",
-            )
-        )
-        rows.append(
-            seed_verdict(
-                "C10",
-                "With random labels test accuracy stays at chance (within ±2 pp of 1/K)",
-                "final test accuracy − 1/K (random labels)",
-                random["final_test_acc"] - chance,
-                "within",
-                "Random labels: test accuracy is chance {estimate:+.2%} [{low:+.2%}, {high:+.2%}].",
-                smallest_effect=0.02,
-                condition="random labels",
-            )
-        )
-    rows.append(
-        seed_verdict(
-            "C10",
-            "With real labels train loss → ~0 while test loss is far higher (gap > 0.5 nats)",
-            "final test loss − final train loss (real labels)",
-            real["final_test_loss"] - real["final_train_loss"],
-            "greater",
-            "Real labels: final train loss "
-            f"{real['final_train_loss'].mean():.3g}, test loss higher by "
-            "{estimate:.2f} nats [{low:.2f}, {high:.2f}].",
-            smallest_effect=0.5,
-            condition="real labels",
-        )
-    )
-
-    # C11 and C14: validation loss turns up; early stopping.
-    for noise in (0.0, 0.2):
-        part = summary[summary["label_noise"] == noise].sort_values("seed")
-        if part.empty:
-            continue
-        runs = history[history["label_noise"] == noise]
-        min_val = runs.groupby("run_id")["val_loss"].min()
-        rise = part["final_val_loss"].to_numpy() - min_val.loc[part["run_id"]].to_numpy()
-        rows.append(
-            seed_verdict(
-                "C11",
-                "Past a point validation loss rises while training loss keeps falling",
-                "final val loss − min val loss (nats)",
-                rise,
-                "greater",
-                "Validation loss rose {estimate:.2f} nats [{low:.2f}, {high:.2f}] above its "
-                f"minimum (epoch {part['best_val_epoch'].mean():.0f} of "
-                f"{int(part['epochs'].iloc[0])}) while train loss fell to "
-                f"{part['final_train_loss'].mean():.2g}.",
-                smallest_effect=0.05,
-                condition=_condition(noise),
-            )
-        )
-        acc_gain = part["best_test_acc"].to_numpy() - part["final_test_acc"].to_numpy()
-        rows.append(
-            seed_verdict(
-                "C11",
-                "The model at the best-validation-loss epoch has higher test accuracy than the final one",
-                "test acc at early stop − final test acc",
-                acc_gain,
-                "greater",
-                "Early-stopped minus final test accuracy: {estimate:+.2%} [{low:+.2%}, {high:+.2%}] "
-                "(the rising loss is overconfidence when this is ≤ 0).",
-                condition=_condition(noise),
-            )
-        )
-        fraction = float((part["best_val_epoch"] / part["epochs"]).mean())
-        rows.append(
-            seed_verdict(
-                "C14",
-                "Early stopping on validation loss loses at most 1 pp test accuracy vs the final epoch",
-                "test acc at early stop − final test acc + 0.01 (non-inferiority)",
-                acc_gain + 0.01,
-                "greater",
-                "Early-stopped minus final test accuracy, plus the 1 pp margin: "
-                "{estimate:+.3f} [{low:+.3f}, {high:+.3f}], "
-                f"at {fraction:.0%} of the compute; its test loss is "
-                f"{(part['final_test_loss'] - part['best_test_loss']).mean():.2f} nats lower.",
-                condition=_condition(noise),
-            )
-        )
-    return rows
 
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
+    summary, _ = usable(results.summary())
     history = results.history()
-    summary = results.summary()
+    history = history[history["run_id"].isin(summary["run_id"])]
+    ev = analyze(results)
     n = fig.n_seeds(summary)
     conditions = sorted(history["label_noise"].unique())
     long = history.melt(
@@ -236,54 +234,58 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     )
     long["split"] = long["metric"].str.split("_").str[0]
     long["kind"] = long["metric"].str.split("_").str[1]
-    figure, axes = plt.subplots(
-        2, len(conditions), figsize=(3.3 * len(conditions), 5.2), sharex=True
-    )
-    axes = np.asarray(axes).reshape(2, len(conditions))
+    shown = {"loss": ("train", "val"), "acc": ("train", "test")}
+    colors = {"train": "C0", "val": "C1", "test": "C2"}
+    size = (3.3 * len(conditions), 5.8)
+    figure, axes = plt.subplots(2, len(conditions), figsize=size, sharex=True, squeeze=False)
     for col, noise in enumerate(conditions):
         stop = summary.loc[summary["label_noise"] == noise, "best_val_epoch"].mean()
         for row, kind in enumerate(("loss", "acc")):
             ax = axes[row, col]
             part = long[(long["label_noise"] == noise) & (long["kind"] == kind)]
-            part = part[part["split"] != "test"]
-            fig.band(ax, part, "epoch", "value", hue="split")
+            for split in shown[kind]:
+                line = {"color": colors[split], "label": split}
+                fig.band(ax, part[part["split"] == split], "epoch", "value", **line)
             ax.axvline(stop, color="0.3", ls="--", lw=0.8, label="early stop (mean)")
             if kind == "acc":
-                ax.axhline(1 / NUM_CLASSES, color="0.6", ls=":", lw=0.8, label="chance")
+                ax.axhline(1 / K, color="0.6", ls=":", lw=0.8, label="chance")
             ax.set_title(_condition(noise) if row == 0 else "")
             ax.set_ylabel("cross-entropy" if kind == "loss" else "accuracy")
             ax.set_xlabel("epoch" if row == 1 else "")
     axes[0, 0].legend(loc="upper left")
     axes[1, 0].legend(loc="lower right")
     figure.suptitle(
-        f"MNIST-1D MLP: train vs validation ({fig.BAND_NOTE}, n = {n} seeds)", fontsize=10
+        f"MNIST-1D MLP: train vs validation loss, train vs test accuracy ({fig.BAND_NOTE}, "
+        f"n = {n} seeds)\n"
+        + _stated(ev["init_acc"], "C01 init test acc − 1/K (pp):", 100)
+        + "; "
+        + _stated(ev["loss_falls"], "C02 log(final / init train CE), real:")
+        + "\n"
+        + _stated(ev["random_test_chance"], "C10 test acc − 1/K, random labels (pp):", 100)
+        + "; "
+        + _stated(ev["val_rise"], "C11 final − min val CE, real:", unit=" nats"),
+        fontsize=9,
     )
     paths = [fig.save(figure, out_dir, "curves")]
 
-    figure, ax = plt.subplots(figsize=(4.6, 3.2))
-    rows = []
-    for noise in (0.0, 0.2):
-        part = summary[summary["label_noise"] == noise].sort_values("seed")
+    figure, ax = plt.subplots(figsize=(4.8, 3.4))
+    labels = []
+    for noise, key, color in ((0.0, "early_stop", "C0"), (0.2, "early_stop_noisy", "C1")):
+        part = summary[summary["label_noise"] == noise]
         if part.empty:
             continue
-        diff, low, high = paired_difference(part["best_test_acc"], part["final_test_acc"])
-        rows.append((_condition(noise), diff, low, high))
-        for seed_row in part.itertuples():
-            ax.plot(
-                [0, 1],
-                [seed_row.best_test_acc, seed_row.final_test_acc],
-                color="C0" if noise == 0 else "C1",
-                alpha=0.5,
-                marker="o",
-                ms=3,
-            )
-    ax.set_xticks([0, 1], ["early stop\n(best val loss)", "final epoch"])
+        pairs = part[["best_test_acc", "final_test_acc"]].to_numpy().T  # one line per seed
+        ax.plot([0, 1], pairs, color=color, alpha=0.5, marker="o", ms=3)
+        labels.append(_stated(ev[key], f"{_condition(noise)}: Δ + 1 pp (pp) =", 100))
+    ax.set_xticks([0, 1], ["early stop\n(lowest val loss)", "final epoch"])
     ax.set_ylabel("test accuracy")
     handles = [plt.Line2D([], [], color=c, marker="o") for c in ("C0", "C1")]
-    labels = [
-        f"{name}: Δ(early − final) = {d:+.1%} [{lo:+.1%}, {hi:+.1%}]" for name, d, lo, hi in rows
-    ]
     ax.legend(handles[: len(labels)], labels, fontsize=7, loc="best")
-    ax.set_title(f"Early stopping vs training on (one line per seed, n = {n})")
+    ax.set_title(
+        "C14: early stopping on validation loss vs training on\n"
+        + _stated(ev["early_stop"], "real labels, early − final + 1 pp (pp):", 100)
+        + f"; one line per seed, n = {n}",
+        fontsize=8,
+    )
     paths.append(fig.save(figure, out_dir, "early_stopping"))
     return paths

@@ -69,16 +69,17 @@ import seaborn as sns
 from toolkit import augment as aug
 from toolkit import data as datasets
 from toolkit import figures as fig
+from toolkit.claimtests import Test, per_seed, usable
 from toolkit.engine import METRICS, CohortSpec
 from toolkit.results import ResultsFolder
 from toolkit.spec import RunConfig, SpecError
-from toolkit.stats import bootstrap_ci, mean_ci_by_group, seed_verdict
+from toolkit.stats import mean_ci_by_group
 
 CLAIMS = ("C12", "C13", "C14", "C15")
 #: The figure the claims report links for each claim.
 CLAIM_FIGURES = {
-    "C12": "regularizers",
-    "C13": "weight_norm",
+    "C12": "gap_heatmap",
+    "C13": "gap_heatmap",
     "C14": "early_stopping",
     "C15": "invariance",
 }
@@ -90,6 +91,8 @@ DROPOUT_TESTED = 0.3  # C12's pre-registered comparison: this rate vs none
 DECAY_TESTED = 1e-3  # C13: this weight decay vs none ...
 DECAY_LARGEST = 1e-2  # ... and this one for "too much underfits"
 UNDERFIT_MARGIN = 0.02  # C13: train accuracy at least this much below no weight decay
+MARGIN = 0.01  # C14: non-inferiority margin (early stopping may lose up to 1 pp)
+PRIMARY_DATASET = "mnist1d"  # the primaries of C12, C13, C15; MNIST-5k is secondary
 
 
 @dataclass(frozen=True)
@@ -206,9 +209,104 @@ def measure(trained) -> dict:
 
 
 # ----- analysis ----------------------------------------------------------------------
-def _frame(results: ResultsFolder) -> pd.DataFrame:
-    frame = results.summary()
-    return frame[~frame["diverged"].astype(bool)]
+GAP = "Δ final (train acc − test acc)"
+GAP_REASON = "1 pp of train − test accuracy gap: a smaller change would not reduce overfitting in any sense a practitioner acts on"  # noqa: E501
+
+
+def _tests(dataset: str) -> list[Test]:
+    """The tests on one dataset: MNIST-1D holds the primaries, MNIST-5k repeats them."""
+    name = DATASET_NAMES[dataset]
+    role = "primary" if dataset == PRIMARY_DATASET else "secondary"
+    drop = f"{name}, dropout {DROPOUT_TESTED:g} vs 0, no weight decay"
+    decay = f"{name}, weight decay {DECAY_TESTED:g} vs 0, no dropout"
+    augment = f"{name}, {AUGMENTATION[dataset]} on vs off, no dropout or weight decay"
+    gap = "The accuracy gap changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] from {base:.1%}"
+    return [
+        Test(
+            f"dropout_gap_{dataset}", "C12", role, "paired_difference", f"{GAP}, dropout − none",
+            "Dropout reduces overfitting: it narrows the train–test accuracy gap", "less",
+            0.01, GAP_REASON,
+            gap + " without dropout ({n} of {planned} seeds); the loss gap (test − train) by "
+            "{loss_gap:+.2f} nats; train accuracy by {train:+.1%}.", condition=drop,
+        ),
+        Test(
+            f"dropout_acc_{dataset}", "C12", "secondary", "paired_difference",
+            "Δ final test accuracy, dropout − none", "Dropout raises test accuracy", "greater",
+            0.0, "exploratory: any gain in the predicted direction is reported",
+            "Test accuracy changes by {estimate:+.2%} [{low:+.2%}, {high:+.2%}] from "
+            "{base:.1%} without dropout.", condition=drop,
+        ),
+        Test(
+            f"decay_gap_{dataset}", "C13", role, "paired_difference", f"{GAP}, decay − none",
+            "Weight decay reduces overfitting: it narrows the train–test accuracy gap", "less",
+            0.01, GAP_REASON,
+            gap + " ({n} of {planned} seeds); the loss gap by {loss_gap:+.2f} nats; test "
+            "accuracy by {test:+.2%}.", condition=decay,
+        ),
+        Test(
+            f"decay_norm_{dataset}", "C13", "secondary", "log_ratio",
+            "log(‖W‖ with decay / ‖W‖ without), final",
+            "Weight decay keeps the weights small", "less", 0.1,
+            "a 10% smaller norm: less would hardly be keeping the weights small",
+            "The weight norm is e^{estimate:.3f} [e^{low:.3f}, e^{high:.3f}] times that "
+            "without decay ({base:.1f}).", condition=decay,
+        ),
+        Test(
+            f"decay_underfit_{dataset}", "C13", "secondary", "paired_difference",
+            f"Δ final train accuracy, decay {DECAY_LARGEST:g} − none",
+            "Too much weight decay underfits: train accuracy falls", "less", UNDERFIT_MARGIN,
+            "2 pp of train accuracy: a smaller loss of fit is within what the other settings move",
+            "Train accuracy changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] from "
+            "{base:.1%}; test accuracy is {test:+.1%} vs decay " + f"{DECAY_TESTED:g}.",
+            condition=f"{name}, weight decay {DECAY_LARGEST:g} vs 0, no dropout",
+        ),
+        Test(
+            f"early_stop_{dataset}", "C14", "secondary", "paired_difference",
+            "test acc at the early stop − final test acc + 0.01 (non-inferiority, 1 pp)",
+            "Early stopping on validation loss loses at most 1 pp test accuracy", "greater",
+            0.0, "the 1 pp non-inferiority margin is built into the statistic",
+            "{estimate:+.3f} [{low:+.3f}, {high:+.3f}] ({n} seeds); stopped at {fraction:.0%} "
+            "of the epochs, with test loss {loss_cut:.2f} nats lower.",
+            condition=f"{name}, no regularization; monitored: validation loss",
+        ),
+        Test(
+            f"early_stop_grid_{dataset}", "C14", "secondary", "paired_difference",
+            "per-seed mean over grid points of (early-stop − final test acc) + 0.01",
+            "Early stopping on validation loss loses at most 1 pp test accuracy, over all "
+            "regularization settings", "greater", 0.0,
+            "the 1 pp non-inferiority margin is built into the statistic",
+            "{estimate:+.3f} [{low:+.3f}, {high:+.3f}] ({n} seeds); early stopping is better "
+            "in {better:.0%} of {runs} runs and stopped at {fraction:.0%} of the epochs.",
+            condition=f"{name}, all grid points; monitored: validation loss",
+        ),
+        Test(
+            f"augment_invariance_{dataset}", "C15", role, "paired_difference",
+            "Δ final accuracy on the transformed test set, augmented − not",
+            "Augmentation teaches invariances: higher accuracy on transformed test inputs",
+            "greater", 0.02,
+            "2 pp of accuracy, a fifth of chance: a smaller gain would not show an invariance "
+            "being learned",
+            "Accuracy on the transformed test set changes by {estimate:+.1%} [{low:+.1%}, "
+            "{high:+.1%}] from {base:.1%} ({n} of {planned} seeds; clean test set "
+            "{clean:.1%}).", condition=augment,
+        ),
+        Test(
+            f"augment_gap_{dataset}", "C15", "secondary", "paired_difference",
+            f"{GAP}, augmented − not", "Augmentation narrows the train–test accuracy gap",
+            "less", 0.01, GAP_REASON, gap + " without augmentation.", condition=augment,
+        ),
+        Test(
+            f"augment_acc_{dataset}", "C15", "secondary", "paired_difference",
+            "Δ final test accuracy, augmented − not",
+            "Augmentation raises accuracy on the clean test set", "greater", 0.0,
+            "exploratory: any gain in the predicted direction is reported",
+            "Clean test accuracy changes by {estimate:+.2%} [{low:+.2%}, {high:+.2%}] from "
+            "{base:.1%}.", condition=augment,
+        ),
+    ]  # fmt: skip
+
+
+TESTS = sorted((t for d in DATASET_NAMES for t in _tests(d)), key=lambda t: t.claim)
 
 
 def _select(frame: pd.DataFrame, dataset: str, augment="none", dropout=0.0, weight_decay=0.0):
@@ -223,203 +321,73 @@ def _select(frame: pd.DataFrame, dataset: str, augment="none", dropout=0.0, weig
 
 
 def _paired(frame, dataset, column, treated: dict, control: dict | None = None, log=False):
-    """Per-seed treated − control of ``column`` (log ratio when ``log``); None if absent."""
+    """Per-seed treated − control of ``column`` (log ratio when ``log``); NaN where a seed
+    lacks a usable run in either arm."""
     a = _select(frame, dataset, **treated)[column]
     b = _select(frame, dataset, **(control or {}))[column]
-    seeds = a.index.intersection(b.index)
-    if len(seeds) == 0:
-        return None
-    a, b = a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float)
     return np.log(a / b) if log else a - b
 
 
-def _mean(frame, dataset, column, **point) -> float:
-    return float(_select(frame, dataset, **point)[column].mean())
+def analyze(results: ResultsFolder) -> dict:
+    summary = results.summary()
+    frame, _ = usable(summary)
+    seeds = sorted(summary["seed"].unique())
+    return {k: v for d in DATASET_NAMES for k, v in _evidence(frame, d, seeds).items()}
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
-    frame = _frame(results)
-    rows: list[dict] = []
-    for dataset in sorted(frame["dataset"].unique()):
-        name = DATASET_NAMES.get(dataset, dataset)
-        rows += _dropout_rows(frame, dataset, name)
-        rows += _decay_rows(frame, dataset, name)
-        rows += _early_stopping_rows(frame, dataset, name)
-        rows += _augmentation_rows(frame, dataset, name)
-    return rows
+def _evidence(frame: pd.DataFrame, dataset: str, seeds: list) -> dict:
+    def paired(column, treated, control=None, log=False, **extras):
+        values = _paired(frame, dataset, column, treated, control, log).reindex(seeds)
+        return per_seed(values, **extras)
 
+    def base(column, **point):
+        return _select(frame, dataset, **point)[column].mean()
 
-def _dropout_rows(frame, dataset, name) -> list[dict]:
-    treated = {"dropout": DROPOUT_TESTED}
-    gap = _paired(frame, dataset, "final_gap_acc", treated)
-    acc = _paired(frame, dataset, "final_test_acc", treated)
-    if gap is None:
-        return []
-    loss_gap = _paired(frame, dataset, "final_gap_loss", treated)
-    base_gap = _mean(frame, dataset, "final_gap_acc")
-    condition = f"{name}, dropout {DROPOUT_TESTED:g} vs 0, no weight decay"
-    return [
-        seed_verdict(
-            "C12",
-            "Dropout narrows the train–test accuracy gap",
-            "Δ final (train acc − test acc), dropout − none",
-            gap,
-            "less",
-            f"The accuracy gap changes by {{estimate:+.1%}} [{{low:+.1%}}, {{high:+.1%}}] from "
-            f"{base_gap:.1%} without dropout; the loss gap (test − train) by "
-            f"{np.mean(loss_gap):+.2f} nats.",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C12",
-            "Dropout raises test accuracy",
-            "Δ final test accuracy, dropout − none",
-            acc,
-            "greater",
-            "Test accuracy changes by {estimate:+.2%} [{low:+.2%}, {high:+.2%}] from "
-            f"{_mean(frame, dataset, 'final_test_acc'):.1%} without dropout.",
-            condition=condition,
-        ),
-    ]
+    def mean_change(column, treated, control=None):
+        return _paired(frame, dataset, column, treated, control).mean()
 
-
-def _decay_rows(frame, dataset, name) -> list[dict]:
-    treated = {"weight_decay": DECAY_TESTED}
-    norm = _paired(frame, dataset, "final_weight_norm", treated, log=True)
-    if norm is None:
-        return []
-    gap = _paired(frame, dataset, "final_gap_acc", treated)
-    loss_gap = _paired(frame, dataset, "final_gap_loss", treated)
-    test = _paired(frame, dataset, "final_test_acc", treated)
-    condition = f"{name}, weight decay {DECAY_TESTED:g} vs 0, no dropout"
-    rows = [
-        seed_verdict(
-            "C13",
-            "Weight decay keeps the weights small (smaller weight norm)",
-            "log(‖W‖ with decay / ‖W‖ without), final",
-            norm,
-            "less",
-            "The weight norm is e^{estimate:.2f} [e^{low:.2f}, e^{high:.2f}] times that without "
-            f"decay ({_mean(frame, dataset, 'final_weight_norm'):.1f}).",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C13",
-            "Weight decay narrows the train–test accuracy gap",
-            "Δ final (train acc − test acc), decay − none",
-            gap,
-            "less",
-            "The accuracy gap changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] from "
-            f"{_mean(frame, dataset, 'final_gap_acc'):.1%}; the loss gap by "
-            f"{np.mean(loss_gap):+.2f} nats; test accuracy by {np.mean(test):+.2%}.",
-            condition=condition,
-        ),
-    ]
-    largest = {"weight_decay": DECAY_LARGEST}
-    underfit = _paired(frame, dataset, "final_train_acc", largest)
-    if underfit is not None:
-        test_drop = _paired(frame, dataset, "final_test_acc", largest, treated)
-        rows.append(
-            seed_verdict(
-                "C13",
-                f"Too much weight decay underfits: train accuracy falls by > {UNDERFIT_MARGIN:.0%}",
-                f"Δ final train accuracy, decay {DECAY_LARGEST:g} − none",
-                underfit,
-                "less",
-                "Train accuracy changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] from "
-                f"{_mean(frame, dataset, 'final_train_acc'):.1%}; test accuracy is "
-                f"{np.mean(test_drop):+.1%} vs decay {DECAY_TESTED:g}.",
-                smallest_effect=UNDERFIT_MARGIN,
-                condition=f"{name}, weight decay {DECAY_LARGEST:g} vs 0, no dropout",
-            )
-        )
-    return rows
-
-
-def _early_stopping_rows(frame, dataset, name) -> list[dict]:
-    rows = []
-    base = _select(frame, dataset)
-    if not base.empty:
-        gain = (base["best_test_acc"] - base["final_test_acc"]).to_numpy()
-        fraction = float((base["best_val_epoch"] / base["epochs"]).mean())
-        loss_cut = float((base["final_test_loss"] - base["best_test_loss"]).mean())
-        rows.append(
-            seed_verdict(
-                "C14",
-                "Early stopping on validation loss loses at most 1 pp test accuracy vs the final epoch",
-                "test acc at early stop − final test acc + 0.01 (non-inferiority)",
-                gain + 0.01,
-                "greater",
-                "Early-stopped minus final test accuracy, plus the 1 pp margin: "
-                "{estimate:+.3f} [{low:+.3f}, {high:+.3f}]; stopped at "
-                f"{fraction:.0%} of the epochs, with test loss {loss_cut:.2f} nats lower.",
-                condition=f"{name}, no regularization",
-            )
-        )
+    dropout, decay = {"dropout": DROPOUT_TESTED}, {"weight_decay": DECAY_TESTED}
+    largest, augment = {"weight_decay": DECAY_LARGEST}, {"augment": "on"}
+    gap_0, acc_0 = base("final_gap_acc"), base("final_test_acc")
+    plain = _select(frame, dataset)
+    gain = plain["best_test_acc"] - plain["final_test_acc"]
     part = frame[frame["dataset"] == dataset]
-    per_seed = (part["best_test_acc"] - part["final_test_acc"]).groupby(part["seed"]).mean()
-    points = part.groupby(["augment", "dropout", "weight_decay"]).ngroups
-    if points > 1:
-        rows.append(
-            seed_verdict(
-                "C14",
-                "Early stopping on validation loss loses at most 1 pp test accuracy vs the final epoch",
-                "per-seed mean over grid points of (early-stop − final test acc) + 0.01",
-                per_seed.to_numpy() + 0.01,
-                "greater",
-                "Averaged over all grid points, early-stopped minus final test accuracy plus "
-                "the 1 pp margin: {estimate:+.3f} [{low:+.3f}, {high:+.3f}]; "
-                f"early stopping is better in {(part['best_test_acc'] > part['final_test_acc']).mean():.0%} "
-                f"of the {len(part)} runs and stopped at "
-                f"{float((part['best_val_epoch'] / part['epochs']).mean()):.0%} of the epochs.",
-                condition=f"{name}, all {points} grid points",
-            )
-        )
-    return rows
-
-
-def _augmentation_rows(frame, dataset, name) -> list[dict]:
-    treated = {"augment": "on"}
-    gap = _paired(frame, dataset, "final_gap_acc", treated)
-    if gap is None:
-        return []
-    transformed = _paired(frame, dataset, "final_transformed_test_acc", treated)
-    clean = _paired(frame, dataset, "final_test_acc", treated)
-    condition = f"{name}, {AUGMENTATION[dataset]} on vs off, no dropout or weight decay"
-    return [
-        seed_verdict(
-            "C15",
-            "Augmentation narrows the train–test accuracy gap",
-            "Δ final (train acc − test acc), augmented − not",
-            gap,
-            "less",
-            "The accuracy gap changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] from "
-            f"{_mean(frame, dataset, 'final_gap_acc'):.1%} without augmentation.",
-            condition=condition,
+    gains = part["best_test_acc"] - part["final_test_acc"]
+    return {
+        f"dropout_gap_{dataset}": paired(
+            "final_gap_acc", dropout, base=gap_0,
+            loss_gap=mean_change("final_gap_loss", dropout),
+            train=mean_change("final_train_acc", dropout),
         ),
-        seed_verdict(
-            "C15",
-            "Augmentation teaches invariances: higher accuracy on transformed test inputs",
-            "Δ final accuracy on the transformed test set, augmented − not",
-            transformed,
-            "greater",
-            "Accuracy on the transformed test set changes by {estimate:+.1%} "
-            "[{low:+.1%}, {high:+.1%}] from "
-            f"{_mean(frame, dataset, 'final_transformed_test_acc'):.1%} (clean test set: "
-            f"{_mean(frame, dataset, 'final_test_acc'):.1%}).",
-            condition=condition,
+        f"dropout_acc_{dataset}": paired("final_test_acc", dropout, base=acc_0),
+        f"decay_gap_{dataset}": paired(
+            "final_gap_acc", decay, base=gap_0, loss_gap=mean_change("final_gap_loss", decay),
+            test=mean_change("final_test_acc", decay),
         ),
-        seed_verdict(
-            "C15",
-            "Augmentation raises accuracy on the clean test set",
-            "Δ final test accuracy, augmented − not",
-            clean,
-            "greater",
-            "Clean test accuracy changes by {estimate:+.2%} [{low:+.2%}, {high:+.2%}] from "
-            f"{_mean(frame, dataset, 'final_test_acc'):.1%}.",
-            condition=condition,
+        f"decay_norm_{dataset}": paired(
+            "final_weight_norm", decay, log=True, base=base("final_weight_norm")
         ),
-    ]
+        f"decay_underfit_{dataset}": paired(
+            "final_train_acc", largest, base=base("final_train_acc"),
+            test=mean_change("final_test_acc", largest, decay),
+        ),
+        f"augment_invariance_{dataset}": paired(
+            "final_transformed_test_acc", augment, base=base("final_transformed_test_acc"),
+            clean=acc_0,
+        ),
+        f"augment_gap_{dataset}": paired("final_gap_acc", augment, base=gap_0),
+        f"augment_acc_{dataset}": paired("final_test_acc", augment, base=acc_0),
+        f"early_stop_{dataset}": per_seed(
+            gain.reindex(seeds) + MARGIN,
+            fraction=(plain["best_val_epoch"] / plain["epochs"]).mean(),
+            loss_cut=(plain["final_test_loss"] - plain["best_test_loss"]).mean(),
+        ),
+        f"early_stop_grid_{dataset}": per_seed(
+            gains.groupby(part["seed"]).mean().reindex(seeds) + MARGIN,
+            better=(gains > 0).mean(), runs=len(part),
+            fraction=(part["best_val_epoch"] / part["epochs"]).mean(),
+        ),
+    }  # fmt: skip
 
 
 # ----- figures -----------------------------------------------------------------------
@@ -429,22 +397,37 @@ def _decay_label(value: float) -> str:
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    frame = _frame(results)
+    frame = usable(results.summary())[0].copy()
     frame["augmentation"] = frame["augment"].map({"none": "off", "on": "on"})
     names = sorted(frame["dataset"].unique())
     n = fig.n_seeds(frame)
     plain = frame[frame["augment"] == "none"]
+    ev = analyze(results)
     return [
-        _gap_heatmaps(plain, names, n, out_dir),
+        _gap_heatmaps(plain, names, n, out_dir, ev),
         _regularizer_curves(frame, names, n, out_dir),
         _weight_norms(plain, names, n, out_dir),
-        _invariance(frame, names, n, out_dir),
-        _early_stopping(frame, names, n, out_dir),
+        _invariance(frame, names, n, out_dir, ev),
+        _early_stopping(frame, names, n, out_dir, ev),
     ]
 
 
-def _gap_heatmaps(plain, names, n, out_dir) -> Path:
-    figure, axes = plt.subplots(1, len(names), figsize=(3.9 * len(names), 3.3), squeeze=False)
+def _role(dataset: str) -> str:
+    return ": the primary tests" if dataset == PRIMARY_DATASET else ": secondary"
+
+
+def _stated(evidence, label: str, scale: float = 100, unit: str = " pp") -> str:
+    """ "label estimate [low, high] (n = k)" for a figure title: the verdict's numbers."""
+    low, high = evidence.interval.ci()
+    e = evidence.interval.estimate
+    return (
+        f"{label} {e * scale:+.1f} [{low * scale:+.1f}, {high * scale:+.1f}]{unit} "
+        f"(n = {evidence.interval.n})"
+    )
+
+
+def _gap_heatmaps(plain, names, n, out_dir, ev) -> Path:
+    figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.7), squeeze=False)
     for ax, dataset in zip(axes[0], names):
         part = plain[plain["dataset"] == dataset]
         table = part.pivot_table(
@@ -463,9 +446,16 @@ def _gap_heatmaps(plain, names, n, out_dir) -> Path:
         )
         ax.set_xlabel("dropout rate")
         ax.set_ylabel("weight decay (L2)")
-        ax.set_title(DATASET_NAMES.get(dataset, dataset))
+        ax.set_title(
+            f"{DATASET_NAMES.get(dataset, dataset)}{_role(dataset)}\n"
+            + _stated(ev[f"dropout_gap_{dataset}"], f"C12 Δgap, dropout {DROPOUT_TESTED:g} − 0:")
+            + "\n"
+            + _stated(ev[f"decay_gap_{dataset}"], f"C13 Δgap, decay {DECAY_TESTED:g} − 0:"),
+            fontsize=8,
+        )
     figure.suptitle(
-        f"Generalization gap at the final epoch, no augmentation (mean of n = {n} seeds)",
+        f"Generalization gap at the final epoch, no augmentation (mean of n = {n} seeds; "
+        "Δ: paired by seed, 95% CI)",
         fontsize=10,
     )
     return fig.save(figure, out_dir, "gap_heatmap")
@@ -533,7 +523,7 @@ def _weight_norms(plain, names, n, out_dir) -> Path:
     return fig.save(figure, out_dir, "weight_norm")
 
 
-def _invariance(frame, names, n, out_dir) -> Path:
+def _invariance(frame, names, n, out_dir, ev) -> Path:
     base = frame[np.isclose(frame["dropout"], 0) & np.isclose(frame["weight_decay"], 0)]
     long = base.melt(
         id_vars=["dataset", "augmentation", "seed"],
@@ -549,7 +539,7 @@ def _invariance(frame, names, n, out_dir) -> Path:
     )
     stats = mean_ci_by_group(long, ["dataset", "split", "augmentation"], "value")
     splits = ["train", "test", "transformed test"]
-    figure, axes = plt.subplots(1, len(names), figsize=(3.9 * len(names), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.4), squeeze=False)
     colors = sns.color_palette(fig.PALETTE, 2)
     for ax, dataset in zip(axes[0], names):
         part = stats[stats["dataset"] == dataset]
@@ -570,7 +560,11 @@ def _invariance(frame, names, n, out_dir) -> Path:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy (final epoch)")
         kind = AUGMENTATION.get(dataset, "")
-        ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} ({kind})")
+        ax.set_title(
+            f"{DATASET_NAMES.get(dataset, dataset)} ({kind}){_role(dataset)}\n"
+            + _stated(ev[f"augment_invariance_{dataset}"], "C15 Δ transformed acc, on − off:"),
+            fontsize=8,
+        )
     handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
     figure.suptitle(
@@ -581,7 +575,7 @@ def _invariance(frame, names, n, out_dir) -> Path:
     return fig.save(figure, out_dir, "invariance")
 
 
-def _early_stopping(frame, names, n, out_dir) -> Path:
+def _early_stopping(frame, names, n, out_dir, ev) -> Path:
     figure, axes = plt.subplots(1, len(names), figsize=(3.9 * len(names), 3.7), squeeze=False)
     norm = plt.Normalize(0.0, max(float(frame["dropout"].max()), 0.1))
     markers = {"off": "o", "on": "^"}
@@ -602,11 +596,10 @@ def _early_stopping(frame, names, n, out_dir) -> Path:
         low = min(part["final_test_acc"].min(), part["best_test_acc"].min())
         high = max(part["final_test_acc"].max(), part["best_test_acc"].max())
         ax.plot([low, high], [low, high], color="0.4", lw=0.8, ls="--")
-        gain = (part["best_test_acc"] - part["final_test_acc"]).groupby(part["seed"]).mean()
-        diff, lo, hi = bootstrap_ci(gain.to_numpy())
         ax.set_title(
             f"{DATASET_NAMES.get(dataset, dataset)} ({len(part)} runs)\n"
-            f"early − final: {diff:+.2%} [{lo:+.2%}, {hi:+.2%}]"
+            + _stated(ev[f"early_stop_grid_{dataset}"], "early − final + 1 pp:"),
+            fontsize=8,
         )
         ax.set_xlabel("final-epoch test accuracy")
         ax.set_ylabel("early-stopped test accuracy")
@@ -620,7 +613,7 @@ def _early_stopping(frame, names, n, out_dir) -> Path:
     figure.colorbar(mappable, ax=axes[0, -1], label="dropout rate")
     figure.suptitle(
         "Early stopping (lowest validation loss) vs the final epoch, every run\n"
-        f"(mean difference over runs, 95% CI over n = {n} seeds)",
+        f"(per-seed mean over grid points, 95% CI over n = {n} seeds)",
         fontsize=10,
     )
     return fig.save(figure, out_dir, "early_stopping")
