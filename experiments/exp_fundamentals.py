@@ -644,11 +644,12 @@ TESTS = [
         )
     ],
     Test(
-        "ce_confident_wrong", "C03", "check", "exact",
+        "ce_confident_wrong", "C03", "primary", "exact",
         "CE(confident and wrong) − CE(unsure, uniform) (nats)",
         "Cross-entropy is highest when confident and wrong: CE(p_true = 0.001, 0.99 on a "
         "wrong class) exceeds CE(uniform)", "greater", 0.0,
-        "a deterministic property of the loss (no seeds): any positive difference is the claim",
+        "C03 is a property of the loss function itself, so an exact computation decides it "
+        "(no seeds); any positive difference is the claim",
         "The toolkit's CE: confident and wrong {wrong:.2f} nats, unsure (uniform) "
         "{unsure:.2f}, confident and right {right:.3f}; along 61 values of p(true) it equals "
         "−ln p(true) to {error:.1e} and falls monotonically ({monotone}).",
@@ -742,11 +743,12 @@ TESTS = [
         "{high_ratio:,.0f}× one autodiff gradient.",
     ),
     Test(
-        "steps_per_epoch", "C07", "check", "exact",
+        "steps_per_epoch", "C07", "primary", "exact",
         "log10(article's iterations per epoch / toolkit steps_per_epoch(100000, 100))",
         "The article's worked example: 100,000 examples at batch size 100 make 10,000 "
         "iterations per epoch (100,000 in 10 epochs)", "within", 0.001,
-        "arithmetic: the two counts agree or they do not (0.001 in log10 is 0.2%)",
+        "C07 is arithmetic, so an exact computation decides it: the two counts agree or they "
+        "do not (0.001 in log10 is 0.2%)",
         "steps_per_epoch(100,000, 100) = {per_epoch:,}, not {claimed:,}; 10 epochs make "
         "{total:,}, not {claimed_total:,}. The trained runs took {steps:,} steps = {epochs} "
         "epochs × {run_per_epoch} (ceil(4,000 / {batch})).",

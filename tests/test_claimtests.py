@@ -56,7 +56,9 @@ def test_declarations_are_validated():
     with pytest.raises(ValueError, match="margin"):
         _test(direction="within", smallest_effect=0.0)
     with pytest.raises(ValueError, match="checks"):
-        _test(kind="exact", role="primary")
+        _test(kind="mean", role="check")
+    with pytest.raises(ValueError, match="arithmetic"):
+        _test(kind="exact", role="secondary")
     with pytest.raises(ValueError, match="role"):
         _test(role="headline")
 

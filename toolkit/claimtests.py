@@ -3,7 +3,8 @@
 An experiment declares ``TESTS``: one :class:`Test` per test of a claim, with its role
 (``primary``: the one pre-declared test that decides the claim; ``secondary``:
 exploratory, shown under it, never votes; ``check``: a deterministic computation, no
-interval), its kind of statistic, the predicted direction and the smallest effect of
+interval — an exact computation may be a claim's primary only where the claim is itself
+arithmetic or a deterministic property, and it stays out of the Holm family), its kind of statistic, the predicted direction and the smallest effect of
 interest *with its reason*. ``analyze(results)`` returns the evidence for each test
 by key (:func:`per_seed`, :func:`rank`, :func:`fraction`, :func:`bootstrap`,
 :func:`exact`); :func:`evaluate` computes estimate, 95% interval, p-value, verdict and,
@@ -93,8 +94,13 @@ class Test:
             problems.append("an equivalence test needs a margin > 0")
         if not self.effect_reason.strip():
             problems.append("effect_reason is required (why this smallest effect)")
-        if (self.kind == "exact") != (self.role == "check"):
-            problems.append("exact computations are checks, and checks are exact")
+        if self.role == "check" and self.kind != "exact":
+            problems.append("checks are exact computations (kind 'exact')")
+        if self.kind == "exact" and self.role == "secondary":
+            problems.append(
+                "an exact computation is a check, or the primary of a claim that is itself "
+                "arithmetic or a deterministic property"
+            )
         if problems:
             raise ValueError(f"test {self.key!r} ({self.claim}): " + "; ".join(problems))
 
@@ -270,7 +276,7 @@ def _row(test: Test, ev: Evidence) -> dict:
     low = high = math.nan
     p, side = math.nan, "inconclusive"
     seeds = None
-    if test.role == "check":
+    if test.kind == "exact":
         low = high = math.nan  # no interval for a deterministic computation
         if test.direction == "within":
             verdict = "supported" if abs(estimate) < m else "contradicted"
@@ -296,7 +302,7 @@ def _row(test: Test, ev: Evidence) -> dict:
         if verdict != "inconclusive" and test.role != "primary":
             seeds = None
     excluded = "; ".join(f"{n} {why}" for why, n in ev.excluded.items()) if ev.excluded else ""
-    n_planned = ev.n_planned if test.role != "check" else 0
+    n_planned = ev.n_planned if test.kind != "exact" else 0
     fmt = {
         "estimate": estimate,
         "low": low,
@@ -358,7 +364,8 @@ def adjust_family(frames: Mapping[str, pd.DataFrame], alpha: float = ALPHA) -> d
         frame["p_holm"] = frame["p_holm"].astype(float)
     entries = []
     for name, frame in out.items():
-        for index in frame.index[frame["role"] == "primary"]:
+        decided_by_p = (frame["role"] == "primary") & (frame["kind"] != "exact")
+        for index in frame.index[decided_by_p]:
             entries.append((name, index))
     p = np.array([out[n].at[i, "p_value"] for n, i in entries], dtype=float)
     adjusted = iv.holm(p)

@@ -157,7 +157,7 @@ def _p(x: float) -> str:
 
 
 def _key_number(row) -> str:
-    if row.role == "check":
+    if row.kind == "exact":
         return f"{row.statistic} = {_num(row.estimate)} (exact)"
     return (
         f"{row.statistic} = {_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}]"
@@ -256,8 +256,8 @@ def claim_rows(
         name = f.experiment.name
         where = f"[`{name}`](#{name})" if anchors else f"`{name}`"
         test = f"{where}: {row.statistic}" + (f" ({row.condition})" if row.condition else "")
-        if row.role == "check":
-            number, p = f"{_num(row.estimate)} (exact computation)", "— (check)"
+        if row.kind == "exact":
+            number, p = f"{_num(row.estimate)} (exact computation)", "— (exact)"
         else:
             number = (
                 f"{_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}] "
