@@ -46,12 +46,12 @@ no separate random-feature baseline is added):
   ``(CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T))``, since lower layers start closer to their
   final form (they are nearer the shared input).
 
-Verdicts (per setting; the statistic is per seed, CIs bootstrap over seeds): the
-slope of probe test accuracy on layer index (pp per layer) after training (> 0),
-its increase over the same network at init (> 0), the slope at init (the article:
-no hierarchy before training, < 0); localization of trained vs initial weights and of
-``Δw`` vs the null (MLPs, > 0); the slope of settling progress on depth (< 0: lower
-layers settle first; Zeiler & Fergus, beyond the article).
+Tests (``TESTS``; per seed, t-intervals over seeds): the C09 primary is the slope of
+probe test accuracy on the index of the *hidden* layers (the raw input is not a
+layer; pp per layer, > 1 pp) of the trained MNIST-1D MLP. Secondary: the same slope in
+the other settings, at init, and trained − init; localization of trained vs initial
+weights and of ``Δw`` vs the null (MLPs); the slope of settling progress on depth
+(< 0: lower layers settle first; Zeiler & Fergus, beyond the article).
 
 Cost: default profile (4 settings × 10 seeds = 40 runs, 4 cohorts, and 2 checkpoint
 trainings per cohort inside ``measure``) 4 min 51 s wall on the 2-core CPU under light
@@ -88,12 +88,14 @@ import pandas as pd
 
 from toolkit import alignment, probes
 from toolkit import figures as fig
+from toolkit.claimtests import Test, per_seed, usable
 from toolkit.engine import HPARAMS, METRICS, Cohort, CohortSpec
 from toolkit.results import ResultsFolder
 from toolkit.spec import Count, NonNegative, Positive, Range, RunConfig, SpecError, Widths
-from toolkit.stats import seed_verdict
 
 CLAIMS = ("C09",)
+#: The figure the claims report links for each claim.
+CLAIM_FIGURES = {"C09": "probe_accuracy_vs_depth"}
 DATASET_NAMES = {"mnist1d": "MNIST-1D", "mnist5k": "MNIST-5k"}
 MODEL_NAMES = {"mlp": "MLP", "cnn": "CNN", "cnn2d": "CNN"}
 SETTINGS = [("mnist1d", "mlp"), ("mnist1d", "cnn"), ("mnist5k", "mlp"), ("mnist5k", "cnn2d")]
@@ -390,8 +392,65 @@ def measure(trained) -> dict:
 
 
 # ----- analysis ----------------------------------------------------------------------
+PRIMARY_SETTING = ("mnist1d", "mlp")
+PROBE_REASON = (
+    "1 pp per layer (2 pp from hidden layer 1 to 3) is the smallest visible hierarchy; less "
+    "is within the probe's own budget bias (≤ 0.6 pp) and the test-split SE (≈ 0.5 pp)"
+)
+EXPLORATORY = "exploratory: any effect in the predicted direction is reported"
+
+
 def _setting(dataset: str, model: str) -> str:
     return f"{DATASET_NAMES.get(dataset, dataset)} {MODEL_NAMES.get(model, model)}"
+
+
+# fmt: off
+def _tests(setting: tuple[str, str]) -> list[Test]:
+    name, key = _setting(*setting), "_".join(setting)
+    role = "primary" if setting == PRIMARY_SETTING else "secondary"
+    slope = "OLS slope of linear-probe test accuracy on hidden-layer index (accuracy per layer)"
+    window = "7×7 window" if setting[0] == "mnist5k" else "window of 8"
+    loc = f"mean over first-layer units of the share of Σw² in the best {window}"
+    ci = "{estimate:+.1%} [{low:+.1%}, {high:+.1%}] per hidden layer"
+    ci3 = "{estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
+    hidden, first = f"{name}, hidden layers only", f"{name}, first layer"
+    tests = [
+        Test(f"slope_{key}", "C09", role, "slope", f"{slope}, trained",
+             "After training, linear-probe accuracy rises with depth through the hidden layers",
+             "greater", 0.01, PROBE_REASON, f"Trained: {ci} ({{n}} of {{planned}} seeds, "
+             "{verdict}); by layer (input, 1, 2, 3): {trained}.", hidden),
+        Test(f"init_slope_{key}", "C09", "secondary", "slope", f"{slope}, initial weights",
+             "Not at init: a random network's probe accuracy does not rise with depth", "less",
+             0.0, EXPLORATORY, f"At init: {ci}; by layer (input, 1, 2, 3): {{init}}.", hidden),
+        Test(f"gain_{key}", "C09", "secondary", "paired_difference",
+             "slope trained − slope at init, paired by seed (accuracy per hidden layer)",
+             "The depth trend comes from training", "greater", 0.01, PROBE_REASON,
+             f"Training adds {ci}.", hidden),
+        Test(f"settling_{key}", "C09", "secondary", "slope", "slope over hidden layers of the "
+             "mean CKA settling progress at the intermediate checkpoints (per layer)",
+             "Lower layers settle first (progress toward their final CKA falls with depth)",
+             "less", 0.0, "exploratory, beyond the article (Zeiler & Fergus 2014)",
+             f"Settling progress changes {ci3} per layer (mean at epochs {{epochs}}, layers "
+             "1–3: {progress}).", f"{name}, beyond the article"),
+    ]
+    if setting[1] == "mlp":
+        tests += [
+            Test(f"localization_{key}", "C09", "secondary", "paired_difference",
+                 f"{loc}, trained − initial weights",
+                 "First-layer units become more localized than at init", "greater", 0.0,
+                 EXPLORATORY, f"The share changes {ci3} from {{init:.3f}} at init to "
+                 "{trained:.3f}.", first),
+            Test(f"delta_localization_{key}", "C09", "secondary", "mean",
+                 f"{loc}, Δw − random units √var(x)·z",
+                 "What training adds (Δw) is more localized than a random unit shaped by the "
+                 "data", "greater", 0.0, EXPLORATORY, f"Localization of Δw is {ci3} above the "
+                 "null ({null:.3f}); Δw: {delta:.3f}.", first),
+        ]
+    return tests
+# fmt: on
+
+
+TESTS = [test for setting in SETTINGS for test in _tests(setting)]
 
 
 def _slopes(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
@@ -411,122 +470,54 @@ def progress(training: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
-    probe_table = results.table("probes")
-    units = results.table("localization")
-    training = progress(results.table("cka_training"))
-    rows: list[dict] = []
-    for dataset, model in SETTINGS:
-        part = probe_table[(probe_table["dataset"] == dataset) & (probe_table["model"] == model)]
-        if part.empty:
-            continue
-        name = _setting(dataset, model)
-        rows += _probe_rows(part, name)
-        loc = units[(units["dataset"] == dataset) & (units["model"] == model)]
-        if not loc.empty:
-            rows += _localization_rows(loc, name, dataset)
-        t = training[(training["dataset"] == dataset) & (training["model"] == model)]
-        rows += _settling_rows(t, name)
-    return rows
+def _runs(results: ResultsFolder, table: pd.DataFrame, setting) -> tuple:
+    """The rows of ``table`` from one setting's runs that did not diverge, with the
+    seeds planned and the runs excluded."""
+    summary = results.summary()
+    summary = summary[(summary["dataset"] == setting[0]) & (summary["model"] == setting[1])]
+    kept, excluded = usable(summary)
+    rows = table[table["run_id"].isin(kept["run_id"])] if len(table) else table
+    return rows, {"planned": len(summary), "excluded": excluded}
 
 
-def _probe_rows(part: pd.DataFrame, name: str) -> list[dict]:
-    trained = part[part["state"] == "trained"]
-    init = part[part["state"] == "init"]
-    slope_trained = _slopes(trained, "layer", "test_acc")
-    slope_init = _slopes(init, "layer", "test_acc")
-    means = trained.groupby("layer")["test_acc"].mean()
-    means_init = init.groupby("layer")["test_acc"].mean()
-    by_layer = ", ".join(f"{v:.1%}" for v in means)
-    by_layer_init = ", ".join(f"{v:.1%}" for v in means_init)
-    condition = f"{name}, layers 0 (input) to {int(part['layer'].max())}"
-    return [
-        seed_verdict(
-            "C09",
-            "After training, linear-probe accuracy rises with depth",
-            "slope of probe test accuracy on layer index, trained (per layer)",
-            slope_trained,
-            "greater",
-            "Probe accuracy changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] per layer; "
-            f"by layer (input first): {by_layer}.",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C09",
-            "The depth trend comes from training: the slope is larger trained than at init",
-            "slope trained − slope at init (per layer, paired by seed)",
-            (slope_trained - slope_init).dropna(),
-            "greater",
-            "Training adds {estimate:+.1%} [{low:+.1%}, {high:+.1%}] per layer to the slope.",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C09",
-            "At init (random weights) probe accuracy does not rise with depth (slope < 0)",
-            "slope of probe test accuracy on layer index, at init (per layer)",
-            slope_init,
-            "less",
-            "At init probe accuracy changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] per "
-            f"layer; by layer: {by_layer_init}.",
-            condition=condition,
-        ),
-    ]
+def probe_evidence(results: ResultsFolder, setting) -> dict:
+    """The probe-slope evidence of one setting (hidden layers only; also for figures)."""
+    part, common = _runs(results, results.table("probes"), setting)
+    slopes, text = {}, {}
+    for state in ("trained", "init"):
+        rows = part[part["state"] == state]
+        text[state] = ", ".join(f"{v:.1%}" for v in rows.groupby("layer")["test_acc"].mean())
+        slopes[state] = _slopes(rows[rows["layer"] > 0], "layer", "test_acc")
+    key = "_".join(setting)
+    return {
+        f"slope_{key}": per_seed(slopes["trained"], **common, **text),
+        f"init_slope_{key}": per_seed(slopes["init"], **common, **text),
+        f"gain_{key}": per_seed(slopes["trained"] - slopes["init"], **common),
+    }
 
 
-def _localization_rows(units: pd.DataFrame, name: str, dataset: str) -> list[dict]:
-    runs = units.groupby("seed")[["init", "trained", "delta", "null"]].mean()
-    null = float(runs["null"].iloc[0])
-    window = "7×7 window" if dataset == "mnist5k" else "window of 8"
-    condition = f"{name}, first layer, {window}"
-    return [
-        seed_verdict(
-            "C09",
-            "First-layer units become more localized than at init (weight mass in one window)",
-            "mean over units of localization(trained w) − localization(initial w)",
-            (runs["trained"] - runs["init"]).to_numpy(),
-            "greater",
-            "The largest-window share of Σw² changes by {estimate:+.3f} [{low:+.3f}, {high:+.3f}] "
-            f"from {runs['init'].mean():.3f} at init to {runs['trained'].mean():.3f}.",
-            condition=condition,
-        ),
-        seed_verdict(
-            "C09",
-            "What training adds (Δw) is more localized than a random unit shaped by the data",
-            "mean over units of localization(Δw) − null (√var(x)·z)",
-            (runs["delta"] - null).to_numpy(),
-            "greater",
-            "Localization of Δw is {estimate:+.3f} [{low:+.3f}, {high:+.3f}] above the null "
-            f"({null:.3f}); Δw: {runs['delta'].mean():.3f}.",
-            condition=condition,
-        ),
-    ]
-
-
-def _settling_rows(training: pd.DataFrame, name: str) -> list[dict]:
-    if training.empty:
-        return []
-    last = training["epoch"].max()
-    middle = training[(training["epoch"] > 0) & (training["epoch"] < last)]
-    if middle.empty:
-        return []
-    per_layer = middle.groupby(["seed", "layer"])["progress"].mean().reset_index()
-    slopes = _slopes(per_layer, "layer", "progress")
-    shown = per_layer.groupby("layer")["progress"].mean()
-    text = ", ".join(f"{v:.2f}" for v in shown)
-    epochs = sorted(middle["epoch"].unique())
-    return [
-        seed_verdict(
-            "C09",
-            "Lower layers settle first (progress toward their final CKA falls with depth)",
-            "slope over layers of mean CKA progress at the intermediate checkpoints",
-            slopes.dropna(),
-            "less",
-            "Settling progress changes by {estimate:+.3f} [{low:+.3f}, {high:+.3f}] per layer "
-            f"(mean at epochs {', '.join(str(int(e)) for e in epochs)}, layers 1–"
-            f"{int(shown.index.max())}: {text}).",
-            condition=f"{name}, beyond the article",
+def analyze(results: ResultsFolder) -> dict:
+    evidence = {}
+    for setting in SETTINGS:
+        key = "_".join(setting)
+        evidence.update(probe_evidence(results, setting))
+        t, common = _runs(results, results.table("cka_training"), setting)
+        t = progress(t)
+        middle = t[(t["epoch"] > 0) & (t["epoch"] < t["epoch"].max())]
+        per_layer = middle.groupby(["seed", "layer"])["progress"].mean().reset_index()
+        evidence[f"settling_{key}"] = per_seed(
+            _slopes(per_layer, "layer", "progress"),
+            **common,
+            epochs=", ".join(str(int(e)) for e in sorted(middle["epoch"].unique())),
+            progress=", ".join(f"{v:.2f}" for v in per_layer.groupby("layer")["progress"].mean()),
         )
-    ]
+        if setting[1] == "mlp":
+            u, common = _runs(results, results.table("localization"), setting)
+            runs = u.groupby("seed")[["init", "trained", "delta", "null"]].mean()
+            common.update({c: float(runs[c].mean()) for c in runs.columns})
+            evidence[f"localization_{key}"] = per_seed(runs["trained"] - runs["init"], **common)
+            evidence[f"delta_localization_{key}"] = per_seed(runs["delta"] - runs["null"], **common)
+    return evidence
 
 
 # ----- figures -----------------------------------------------------------------------
@@ -535,14 +526,19 @@ STATE_STYLE = {"trained": ("C0", "-", "trained"), "init": ("C1", "--", "init (ra
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    summary = results.summary()
-    paths = [_probe_figure(results.table("probes"), summary, out_dir)]
-    paths.append(_cka_matrices(results.table("cka_layers"), out_dir))
-    paths.append(_cka_training(progress(results.table("cka_training")), out_dir))
-    filters = results.table("filters")
+    kept, _ = usable(results.summary())  # figure means leave diverged runs out
+
+    def table(name: str) -> pd.DataFrame:
+        rows = results.table(name)
+        return rows[rows["run_id"].isin(kept["run_id"])] if len(rows) else rows
+
+    paths = [_probe_figure(results, table("probes"), kept, out_dir)]
+    paths.append(_cka_matrices(table("cka_layers"), out_dir))
+    paths.append(_cka_training(progress(table("cka_training")), out_dir))
+    filters = table("filters")
     if not filters.empty:
         paths += _filter_figures(filters, out_dir)
-    units = results.table("localization")
+    units = table("localization")
     if not units.empty:
         paths.append(_localization_figure(units, out_dir))
     return paths
@@ -553,32 +549,38 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return [s for s in SETTINGS if s in present]
 
 
-def _probe_figure(table: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> Path:
+def _probe_figure(results, table: pd.DataFrame, kept: pd.DataFrame, out_dir: Path) -> Path:
     panels = _panels(table)
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.4), squeeze=False)
     for ax, (dataset, model) in zip(axes[0], panels):
         part = table[(table["dataset"] == dataset) & (table["model"] == model)]
-        for state, (color, ls, label) in STATE_STYLE.items():
-            fig.band(
-                ax,
-                part[part["state"] == state],
-                "layer",
-                "test_acc",
-                color=color,
-                ls=ls,
-                marker="o",
-                ms=3,
-                label=label,
-            )
-        runs = summary[(summary["dataset"] == dataset) & (summary["model"] == model)]
-        ax.axhline(runs["final_test_acc"].mean(), color="0.4", lw=0.8, ls=":", label="network")
         layers = sorted(part["layer"].unique())
-        ax.set_xticks(layers, ["input" if v == 0 else str(v) for v in layers])
+        ax.axvspan(0.6, max(layers) + 0.4, color="0.93", zorder=0, label="hidden (slope fitted)")
+        for state, (color, ls, label) in STATE_STYLE.items():
+            rows = part[part["state"] == state]
+            fig.band(ax, rows, "layer", "test_acc", color=color, ls=ls, marker="o", label=label)
+        runs = kept[(kept["dataset"] == dataset) & (kept["model"] == model)]
+        ax.axhline(runs["final_test_acc"].mean(), color="0.4", lw=0.8, ls=":", label="network")
+        ax.set_xticks(layers, ["input" if v == 0 else f"hidden {v}" for v in layers], fontsize=7)
         ax.set_xlabel("layer")
-        ax.set_title(f"{_setting(dataset, model)} (n = {fig.n_seeds(part)})")
+        slope = probe_evidence(results, (dataset, model))[f"slope_{dataset}_{model}"].interval
+        low, high = slope.ci()
+        ax.set_title(
+            f"{_setting(dataset, model)} (n = {fig.n_seeds(part)})\nhidden-layer slope "
+            f"{100 * slope.estimate:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] pp/layer",
+            fontsize=8,
+            fontweight="bold" if (dataset, model) == PRIMARY_SETTING else "normal",
+        )
     axes[0, 0].set_ylabel("linear-probe test accuracy")
     axes[0, 0].legend(fontsize=7)
-    figure.suptitle(f"Linear probes by depth ({fig.BAND_NOTE})", fontsize=10)
+    primary = probe_evidence(results, PRIMARY_SETTING)["slope_mnist1d_mlp"].interval
+    low, high = primary.ci()
+    figure.suptitle(
+        f"Linear probes by depth ({fig.BAND_NOTE}). C09 primary, {_setting(*PRIMARY_SETTING)}: "
+        f"slope over the hidden layers {100 * primary.estimate:+.1f} [{100 * low:+.1f}, "
+        f"{100 * high:+.1f}] pp per layer, n = {primary.n} seeds",
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, "probe_accuracy_vs_depth")
 
 
@@ -599,15 +601,8 @@ def _cka_matrices(table: pd.DataFrame, out_dir: Path) -> Path:
             ax.set_xticks(range(len(labels)), labels)
             ax.set_yticks(range(len(labels)), labels)
             for (i, j), v in np.ndenumerate(mean.to_numpy()):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if v < 0.6 else "black",
-                )
+                color = "white" if v < 0.6 else "black"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=color)
             ax.grid(False)
             ax.set_title(f"{_setting(dataset, model)}, {state}", fontsize=8)
     figure.colorbar(shown, ax=axes, label="linear CKA", shrink=0.6)

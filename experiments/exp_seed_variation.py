@@ -24,9 +24,10 @@ test inputs) at 25 points on the straight line between the two solutions, raw an
 aligned; barrier = max along the path − mean of the endpoints. Per run: test accuracy
 of the ensemble of its condition's runs (all, seeds ≤ s, and all but s).
 
-Statistics: all pairs of a condition share seeds, so their CIs resample seeds
-(``stats.pair_bootstrap_ci``); barriers use the S/2 disjoint pairs as independent
-units; the ensemble gain uses jackknife (leave-one-seed-out) pseudo-values.
+Tests (``TESTS``; C20's primary: relative test-loss difference at the widest width,
+independent seeds, within 5%): means over all pairs get a studentized bootstrap over
+seeds (:func:`pair_mean`: pairs share seeds); barriers use the S/2 disjoint pairs as
+independent units; the ensemble gain, jackknife (leave-one-seed-out) pseudo-values.
 
 Hardware (the CPU-vs-GPU part of C20): final parameters of the ``independent`` runs
 (h ≤ 256) are saved as ``params/<run_id>.npz`` ('/'-joined Flax paths, float32). Run
@@ -53,7 +54,6 @@ final training loss shrinks with width.
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -67,21 +67,16 @@ from scipy.special import softmax
 
 from toolkit import alignment, models
 from toolkit import figures as fig
+from toolkit import intervals as iv
 from toolkit import measures as M
+from toolkit.claimtests import Test, bootstrap, per_seed, usable
 from toolkit.engine import per_example_loss
 from toolkit.results import PARAMS_DIR, ResultsFolder, load_params
 from toolkit.spec import RunConfig, Seed, SpecError
-from toolkit.stats import (
-    bootstrap_ci,
-    pair_bootstrap_ci,
-    seed_verdict,
-    seeds_needed_from_ci,
-    verdict_row,
-)
 
 CLAIMS = ("C20", "C16")
 #: The figure the claims report links for each claim.
-CLAIM_FIGURES = {"C20": "interpolation_train_loss", "C16": "loss_spread"}
+CLAIM_FIGURES = {"C20": "loss_spread", "C16": "loss_spread"}
 #: variation → the streams every run of it shares (pinned to ``shared_seed``).
 VARIATIONS = {"independent": (), "same_init": ("init",), "same_order": ("order",)}
 PATH_POINTS = np.linspace(0.0, 1.0, 25)
@@ -302,231 +297,197 @@ def _ensembles(conditions, logits_RxNxK: np.ndarray, labels: np.ndarray) -> dict
 
 
 # ----- analysis -----------------------------------------------------------------------
+WIDEST = max(w[0] for w in WIDTHS)
+#: (width, variation) → the statistics tested there ("aligned" only where matching moves units)
+CONDITIONS = {
+    **{(w, "independent"): ("cosine", "loss", "raw", "aligned") for (w, _) in WIDTHS},
+    (WIDEST, "same_init"): ("cosine", "loss", "raw"),
+    (WIDEST, "same_order"): ("cosine", "loss"),
+}
+ORTHOGONAL = (
+    "baseline: {baseline}; the displacements from init have cos {displacement:.2f}; after "
+    "weight matching cos {aligned:.2f}; relative distance {distance:.2f} (orthogonal, equal "
+    "norms: 1.41)"
+)
+
+
+# fmt: off
+def _tests(width: int, variation: str, stats: tuple) -> list[Test]:
+    where, tag = f"h={width}, {variation}", f"h{width}_{variation}"
+    role = "primary" if (width, variation) == (WIDEST, "independent") else "secondary"
+    declared = {
+        "cosine": Test(f"cosine_{tag}", "C20", "secondary", "bootstrap",
+            "mean cosine of the flattened final weights over seed pairs",
+            "Runs end far apart in weight space: final weights near-orthogonal", "within",
+            COSINE_TOL, "|cos| < 0.2: the two weight vectors share under 4% of their energy",
+            "cos {estimate:.3f} [{low:.3f}, {high:.3f}] ({n} of {planned} seeds); "
+            + ORTHOGONAL + ".", where),
+        "loss": Test(f"loss_{tag}", "C20", role, "bootstrap",
+            "mean over seed pairs of |Δ final test loss| / their mean test loss",
+            "Different seeds reach a similar loss", "within", LOSS_TOL,
+            "5% (≈ 0.08 nats here) is a tenth of the test-loss differences between the widths "
+            "compared (1.2 to 2.4 nats): within it two runs are equally good",
+            "Test losses differ by {estimate:.1%} [{low:.1%}, {high:.1%}] on average ({n} of "
+            "{planned} seeds, {verdict}); test loss {loss}, test acc {acc}; they disagree on "
+            "{disagreement:.1%} of test inputs (JS {js:.3f} nats); an ensemble of all gains "
+            "{gain}.", where),
+        "raw": Test(f"barrier_raw_{tag}", "C20", "secondary", "mean",
+            "train-loss barrier on the straight line between two seeds, unaligned (nats), "
+            "per disjoint seed pair",
+            "The straight path between two solutions rises (raw barrier is large)", "greater",
+            BARRIER_TOL, "below 0.1 nats (≈ 10% in likelihood) the path is flat in practice",
+            "Raw barrier {estimate:.3f} [{low:.3f}, {high:.3f}] nats ({n} of {planned} "
+            "disjoint pairs); test-error barrier {error}.", where),
+        "aligned": Test(f"barrier_aligned_{tag}", "C20", "secondary", "mean",
+            "train-loss barrier after weight matching (nats), per disjoint seed pair",
+            "After permutation alignment the barrier is small (linear mode connectivity)",
+            "within", BARRIER_TOL, "below 0.1 nats (≈ 10% in likelihood) the path is flat in "
+            "practice", "Aligned barrier {estimate:.3f} [{low:.3f}, {high:.3f}] nats (raw "
+            "{raw:.3f}); weight matching moved {moved:.0%} of hidden units; test-error "
+            "barrier {error}.", where),
+    }
+    return [declared[s] for s in stats]
+
+
+TESTS = [
+    *[t for (width, variation), stats in CONDITIONS.items() for t in _tests(width, variation, stats)],
+    Test("spread", "C16", "secondary", "bootstrap",
+         "log(across-seed SD of final train loss at the widest / narrowest width)",
+         "Final train losses across seeds cluster tightly, more so when wider", "less", 0.0,
+         "exploratory: any shrinking is reported", "Log SD ratio {estimate:.2f} [{low:.2f}, "
+         "{high:.2f}]; SD by width {sd}. Caveat: the SD shrinks mostly because the loss goes "
+         "to 0 (mean {mean}); relative to the mean (CV): {cv}. Seeds above 5× their width's "
+         "median (a bad minimum, as C16's primary counts them): {bad}.", "independent"),
+]
+# fmt: on
+
+
 def _width(widths: str) -> int:
     return int(str(widths).split("-")[0])
 
 
-def _healthy(results: ResultsFolder) -> tuple[pd.DataFrame, set[str]]:
-    frame = results.summary()
-    frame["width"] = frame["widths"].map(_width)
-    bad = set(frame.loc[frame["diverged"].astype(bool), "run_id"])
-    return frame[~frame["run_id"].isin(bad)], bad
+def _data(results: ResultsFolder) -> tuple[pd.DataFrame, ...]:
+    """Runs that did not diverge, and the pairs, barriers and paths among them."""
+    frame, _ = usable(results.summary())
+    frame = frame.assign(width=frame["widths"].map(_width))
+    ids, tables = set(frame["run_id"]), []
+    for name in ("pairs", "barriers", "paths"):
+        table = results.table(name)
+        if not table.empty:
+            keep = table["run_id"].isin(ids) & table["partner"].isin(ids)
+            table = table[keep].assign(width=table["widths"].map(_width))
+        tables.append(table)
+    return frame, *tables
 
 
-def _pair_table(results: ResultsFolder, name: str, bad: set[str]) -> pd.DataFrame:
-    table = results.table(name)
-    if table.empty:
-        return table
-    table["width"] = table["widths"].map(_width)
-    keep = ~table["run_id"].isin(bad)
-    return table[keep & ~table["partner"].isin(bad)] if "partner" in table else table[keep]
+def pair_mean(seeds, a, b, values, planned: int, **extras):
+    """Mean of a pairwise quantity over seed pairs, studentized bootstrap over seeds (the
+    unit: all pairs share seeds). A resample averages the pairs among its distinct draws
+    (a seed paired with its own duplicate is skipped)."""
+    index = {s: k for k, s in enumerate(seeds)}
+    matrix = np.full((len(seeds), len(seeds)), np.nan)
+    i, j = [index[s] for s in a], [index[s] for s in b]
+    matrix[i, j] = matrix[j, i] = np.asarray(values, float)
+
+    def statistic(batch: np.ndarray) -> np.ndarray:
+        idx = batch[..., 0].astype(int)  # (k, m) seed positions
+        draws = matrix[idx[:, :, None], idx[:, None, :]]
+        upper = np.triu(np.ones(draws.shape[1:], bool), k=1)
+        valid = upper & (idx[:, :, None] != idx[:, None, :]) & np.isfinite(draws)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(valid, draws, 0.0).sum(axis=(1, 2)) / valid.sum(axis=(1, 2))
+
+    return bootstrap(np.arange(len(seeds))[:, None], statistic, planned, vectorized=True, **extras)
 
 
-def _loss_pairs(part: pd.DataFrame, column: str) -> pd.DataFrame:
-    """All seed pairs of a condition with the relative difference of ``column``."""
-    values = part.set_index("seed")[column]
-    rows = [
-        (i, j, abs(values[i] - values[j]) / (0.5 * (values[i] + values[j])))
-        for i, j in itertools.combinations(sorted(values.index), 2)
-    ]
-    return pd.DataFrame(rows, columns=["seed", "partner_seed", "value"])
-
-
-def _jackknife_gain(part: pd.DataFrame) -> np.ndarray:
-    """Per-seed jackknife pseudo-values of (ensemble − mean single) test accuracy, in pp."""
+def _ensemble_gain(part: pd.DataFrame) -> str:
+    """Ensemble − mean single test accuracy, with a t-interval on jackknife pseudo-values."""
     n = len(part)
+    if n < 2 or part["ensemble_loo_test_acc"].isna().any():
+        return "n/a"
     full = part["ensemble_test_acc"].iloc[0] - part["final_test_acc"].mean()
-    loo_single = (part["final_test_acc"].sum() - part["final_test_acc"]) / (n - 1)
-    loo = part["ensemble_loo_test_acc"] - loo_single
-    return 100 * (n * full - (n - 1) * loo).to_numpy()
+    loo = part["ensemble_loo_test_acc"] - (
+        part["final_test_acc"].sum() - part["final_test_acc"]
+    ) / (n - 1)
+    gain = iv.t_interval(100 * (n * full - (n - 1) * loo))
+    low, high = gain.ci()
+    return f"{gain.estimate:+.1f} pp [{low:+.1f}, {high:+.1f}]"
 
 
-def _pairs_row(claim, hypothesis, statistic, table, column, direction, finding, tol, condition):
-    estimate, low, high = pair_bootstrap_ci(table["seed"], table["partner_seed"], table[column])
-    n = len(set(table["seed"]) | set(table["partner_seed"]))
-    row = verdict_row(
-        claim,
-        hypothesis,
-        statistic,
-        estimate,
-        low,
-        high,
-        n,
-        direction,
-        finding.format(estimate=estimate, low=low, high=high),
-        smallest_effect=tol,
-        condition=condition,
-    )
-    # an equivalence ("within") needs the CI to fit between the estimate and the tolerance
-    margin = tol - abs(estimate) if direction == "within" else tol
-    if row["verdict"] == "inconclusive" and (direction != "within" or margin > 0):
-        row["seeds_needed"] = seeds_needed_from_ci(estimate, low, high, n, margin)
-    return row
+def _mean_sd(frame: pd.DataFrame) -> str:
+    return "{:.3f} ± {:.3f} (SD)".format(*frame.agg(["mean", "std"]))
 
 
-def _disjoint_row(hypothesis, statistic, values, direction, finding, tol, condition):
-    """A verdict over disjoint seed pairs: each pair is one unit; n_seeds counts seeds."""
-    row = seed_verdict(
-        "C20",
-        hypothesis,
-        statistic + f" ({len(values)} disjoint pairs)",
-        values,
-        direction,
-        finding,
-        smallest_effect=tol,
-        condition=condition,
-    )
-    row["n_seeds"] = 2 * row["n_seeds"]
-    if direction == "greater" and row["ci_high"] < tol:
-        # real or not, the effect is below the smallest that matters: more seeds won't help
-        row["seeds_needed"] = None
-        row["finding"] += " The CI lies below the smallest effect that matters."
-    elif row["seeds_needed"] is not None:
-        row["seeds_needed"] = 2 * row["seeds_needed"]
-    return row
-
-
-def _ci(values) -> str:
-    estimate, low, high = bootstrap_ci(values)
-    return f"{estimate:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def analyze(results: ResultsFolder) -> list[dict]:
-    frame, bad = _healthy(results)
-    pairs = _pair_table(results, "pairs", bad)
-    barriers = _pair_table(results, "barriers", bad)
-    rows: list[dict] = []
-    for (width, variation), part in frame.groupby(["width", "variation"]):
-        condition = f"h={width}, {variation}"
-        n = part["seed"].nunique()
-        pp = pairs[(pairs["width"] == width) & (pairs["variation"] == variation)]
-        bb = barriers[(barriers["width"] == width) & (barriers["variation"] == variation)]
-        if not pp.empty:
-            aligned_cos = bb.loc[bb["alignment"] == "aligned", "cosine"].mean()
-            rows.append(
-                _pairs_row(
-                    "C20",
-                    "Runs end far apart in weight space: final weights near-orthogonal",
-                    f"mean cosine of flattened final weights over seed pairs (|cos| < {COSINE_TOL})",
-                    pp,
-                    "cosine",
-                    "within",
-                    "cos {estimate:.3f} [{low:.3f}, {high:.3f}]; relative distance "
-                    f"{pp['relative_distance'].mean():.2f} (orthogonal, equal norms: 1.41); "
-                    f"cosine of the displacements from init {pp['displacement_cosine'].mean():.2f}; "
-                    f"after weight matching cos {aligned_cos:.2f}.",
-                    COSINE_TOL,
-                    condition,
-                )
-            )
-        if n >= 2:
-            gain = _jackknife_gain(part) if part["ensemble_loo_test_acc"].notna().all() else []
-            g, g_low, g_high = bootstrap_ci(gain) if len(gain) else (np.nan,) * 3
-            sd = part[["final_train_loss", "final_test_loss", "final_test_acc"]].std()
-            rows.append(
-                _pairs_row(
-                    "C20",
-                    "Yet their losses are similar",
-                    f"mean relative difference of final test loss over seed pairs (< {LOSS_TOL:.0%})",
-                    _loss_pairs(part, "final_test_loss"),
-                    "value",
-                    "within",
-                    "{estimate:.1%} [{low:.1%}, {high:.1%}]; across seeds test loss "
-                    f"{part['final_test_loss'].mean():.3f} ± {sd['final_test_loss']:.3f} (SD), "
-                    f"test acc {part['final_test_acc'].mean():.1%} ± {sd['final_test_acc']:.1%}, "
-                    f"train loss {part['final_train_loss'].mean():.2g} ± {sd['final_train_loss']:.1g}; "
-                    f"they disagree on {pp['disagreement'].mean():.1%} of test inputs "
-                    f"(JS {pp['js'].mean():.3f} nats); ensemble of {n} "
-                    f"{part['ensemble_test_acc'].iloc[0]:.1%} vs {part['final_test_acc'].mean():.1%} "
-                    f"single (gain {g:+.1f} pp [{g_low:+.1f}, {g_high:+.1f}]).",
-                    LOSS_TOL,
-                    condition,
-                )
-            )
-        if bb.empty:
-            continue
-        wide = bb.pivot_table(index="pair", columns="alignment", values="barrier_train_loss")
-        wide_err = bb.pivot_table(index="pair", columns="alignment", values="barrier_test_error")
-        raw, aligned = wide["raw"].to_numpy(), wide["aligned"].to_numpy()
-        moved = bb.loc[bb["alignment"] == "aligned", "units_moved"].mean()
-        errors = (
-            f"test-error barrier raw {_ci(wide_err['raw'])}, aligned {_ci(wide_err['aligned'])}."
-        )
-        rows.append(
-            _disjoint_row(
-                "The straight path between two solutions rises (raw barrier is large)",
-                f"train-loss barrier, unaligned, nats (> {BARRIER_TOL})",
-                raw,
-                "greater",
-                "Raw barrier {estimate:.3f} [{low:.3f}, {high:.3f}] nats; " + errors,
-                BARRIER_TOL,
-                condition,
-            )
-        )
-        rows.append(
-            _disjoint_row(
-                "After permutation alignment the barrier is small (linear mode connectivity)",
-                f"train-loss barrier after weight matching, nats (< {BARRIER_TOL})",
-                aligned,
-                "within",
-                "Aligned barrier {estimate:.3f} [{low:.3f}, {high:.3f}] nats; " + errors,
-                BARRIER_TOL,
-                condition,
-            )
-        )
-        rows.append(
-            _disjoint_row(
-                "Alignment lowers the barrier (paired by seed pair)",
-                "train-loss barrier raw − aligned, nats",
-                raw - aligned,
-                "greater",
-                "Alignment removes {estimate:.3f} [{low:.3f}, {high:.3f}] nats "
-                f"(raw {_ci(raw)} → aligned {_ci(aligned)}); weight matching moved "
-                f"{moved:.0%} of hidden units on average.",
-                0.0,
-                condition,
-            )
-        )
-    for variation, part in frame.groupby("variation"):
-        if part["width"].nunique() < 2:
-            continue
-        by_seed = part.pivot_table(index="seed", columns="width", values="final_train_loss")
-        estimate, low, high = bootstrap_ci(by_seed.to_numpy(), _log_spread_ratio)
-        spread = part.groupby("width")["final_train_loss"].agg(["mean", "std"])
-        cv = spread["std"] / spread["mean"]
-        n = part["seed"].nunique()
-        row = verdict_row(
-            "C16",
-            "Final training losses across seeds cluster tightly, more so when wider",
-            "log(SD of final train loss at widest / at narrowest width)",
-            estimate,
-            low,
-            high,
-            n,
-            "less",
-            "Across-seed SD of final train loss "
-            + ", ".join(f"{s:.2g} (h={w})" for w, s in spread["std"].items())
-            + "; relative to the mean (CV) "
-            + ", ".join(f"{c:.0%}" for c in cv)
-            + f"; log ratio {estimate:.2f} [{low:.2f}, {high:.2f}]"
-            + (
-                "."
-                if spread["std"].is_monotonic_decreasing
-                else f"; not monotone: largest at h={spread['std'].idxmax()}."
-            ),
-            condition=variation,
-        )
-        if row["verdict"] == "inconclusive":
-            row["seeds_needed"] = seeds_needed_from_ci(estimate, low, high, n)
-        rows.append(row)
-    return rows
-
-
-def _log_spread_ratio(losses_SxW: np.ndarray, axis: int = 0) -> np.ndarray:
-    """log(across-seed SD at the widest width / at the narrowest); seeds along ``axis``."""
-    spread = np.std(losses_SxW, axis=axis, ddof=1)
+def _log_sd_ratio(batch: np.ndarray) -> np.ndarray:
+    """(k, seeds, 2 widths) → k values of log(SD at the widest / SD at the narrowest)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(spread[..., -1] / spread[..., 0])
+        sd = np.std(batch, axis=1, ddof=1)
+        return np.log(sd[:, 1] / sd[:, 0])
+
+
+def analyze(results: ResultsFolder) -> dict:
+    frame, pairs, barriers, _ = _data(results)
+    planned = results.summary()["seed"].nunique()
+    evidence = {}
+    for width, variation in CONDITIONS:
+        tag = f"h{width}_{variation}"
+        pick = lambda t: t[(t["width"] == width) & (t["variation"] == variation)]  # noqa: B023
+        part, pp, bb = pick(frame), pick(pairs), pick(barriers)
+        params = 40 * width + width + width * width + width + width * 10 + 10
+        evidence[f"cosine_{tag}"] = pair_mean(
+            sorted(part["seed"]),
+            pp["seed"],
+            pp["partner_seed"],
+            pp["cosine"],
+            planned,
+            baseline="the runs share one init (cos 1 at step 0)"
+            if variation == "same_init"
+            else f"independent random inits have cos ≈ 0 (SD ≈ 1/√P = {params**-0.5:.3f} "
+            f"for P = {params:,} weights)",
+            displacement=pp["displacement_cosine"].mean(),
+            aligned=bb.loc[bb["alignment"] == "aligned", "cosine"].mean(),
+            distance=pp["relative_distance"].mean(),
+        )
+        loss = part.set_index("seed")["final_test_loss"].sort_index()
+        a, b = np.triu_indices(len(loss), k=1)
+        x, y = loss.to_numpy()[a], loss.to_numpy()[b]
+        evidence[f"loss_{tag}"] = pair_mean(
+            loss.index,
+            loss.index[a],
+            loss.index[b],
+            2 * np.abs(x - y) / (x + y),  # relative to the pair's mean
+            planned,
+            loss=_mean_sd(part["final_test_loss"]),
+            acc=_mean_sd(part["final_test_acc"]),
+            disagreement=pp["disagreement"].mean(),
+            js=pp["js"].mean(),
+            gain=_ensemble_gain(part),
+        )
+        for kind in ("raw", "aligned"):
+            rows = bb[bb["alignment"] == kind].set_index("pair")
+            evidence[f"barrier_{kind}_{tag}"] = per_seed(
+                rows["barrier_train_loss"],
+                planned=planned // 2,
+                error=_mean_sd(rows["barrier_test_error"]),
+                raw=bb.loc[bb["alignment"] == "raw", "barrier_train_loss"].mean(),
+                moved=rows["units_moved"].mean(),
+            )
+    independent = frame[frame["variation"] == "independent"]
+    losses = independent.pivot_table(index="seed", columns="width", values="final_train_loss")
+    stats = independent.groupby("width")["final_train_loss"].agg(["mean", "std"])
+    bad = (losses > 5 * losses.median()).sum().astype(str) + f"/{len(losses)}"
+    by_width = lambda values, f: ", ".join(f"{v:{f}} (h={w})" for w, v in values.items())
+    evidence["spread"] = bootstrap(
+        losses.iloc[:, [0, -1]].dropna().to_numpy(),
+        _log_sd_ratio,
+        planned,
+        vectorized=True,
+        sd=by_width(stats["std"], ".2g"),
+        mean=by_width(stats["mean"], ".2g"),
+        cv=by_width(stats["std"] / stats["mean"], ".1%"),
+        bad=by_width(bad, ""),
+    )
+    return evidence
 
 
 # ----- figures ------------------------------------------------------------------------
@@ -576,14 +537,8 @@ def _interpolation(paths: pd.DataFrame, column: str, n_pairs: int, out_dir: Path
                 fig.band(ax, part[part["alignment"] == kind], "t", column, color=color, label=kind)
             by_kind = part.pivot_table(index=["seed", "t"], columns="alignment", values=column)
             if np.allclose(by_kind["raw"], by_kind["aligned"]):
-                ax.text(
-                    0.5,
-                    0.03,
-                    "raw = aligned (matching kept every unit)",
-                    ha="center",
-                    transform=ax.transAxes,
-                    fontsize=7,
-                )
+                note = "raw = aligned (matching kept every unit)"
+                ax.text(0.5, 0.03, note, ha="center", transform=ax.transAxes, fontsize=7)
             ax.set_title(f"h = {width}, {variation}")
             if i == len(widths) - 1:
                 ax.set_xlabel("t  ((1−t)·θ_a + t·θ_b)")
@@ -610,37 +565,43 @@ def _cka(pairs: pd.DataFrame, n: int, out_dir: Path) -> Path:
     figure, axes = plt.subplots(1, len(widths), figsize=(3.2 * len(widths), 3.0), sharey=True)
     for ax, width in zip(np.atleast_1d(axes), widths):
         for k, (variation, part) in enumerate(pairs[pairs["width"] == width].groupby("variation")):
-            cis = [
-                pair_bootstrap_ci(part["seed"], part["partner_seed"], part[c], 2000) for c in layers
+            seeds = sorted(set(part["seed"]) | set(part["partner_seed"]))
+            means = [
+                pair_mean(seeds, part["seed"], part["partner_seed"], part[c], 0) for c in layers
             ]
+            cis = [(m.interval.estimate, *m.interval.ci()) for m in means]
             _errorbars(ax, np.arange(1, len(layers) + 1) + (k - 1) * 0.08, cis, label=variation)
         ax.set_xticks(range(1, len(layers) + 1))
         ax.set(xlabel="hidden layer", title=f"h = {width}")
     np.atleast_1d(axes)[0].set_ylabel("linear CKA between two seeds")
     np.atleast_1d(axes)[0].legend()
     figure.suptitle(
-        f"Representation similarity by layer (mean over seed pairs, 95% CI by seed "
-        f"bootstrap, n = {n} seeds)",
+        f"Representation similarity by layer (mean over seed pairs, 95% CI by studentized "
+        f"seed bootstrap, n = {n} seeds)",
         fontsize=10,
     )
     return fig.save(figure, out_dir, "cka_by_layer")
 
 
-def _spread(frame: pd.DataFrame, n: int, out_dir: Path) -> Path:
-    sd = lambda x, axis: np.std(x, axis=axis, ddof=1)
-    columns = ("final_train_loss", "final_test_loss", "final_test_acc")
-    figure, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 3.1))
-    for ax, column in zip(axes, columns):
-        for variation, part in frame.groupby("variation"):
-            by_width = part.groupby("width")[column]
-            cis = [bootstrap_ci(g.to_numpy(), sd, n_resamples=2000) for _, g in by_width]
-            _errorbars(ax, list(by_width.groups), cis, label=variation)
+def _losses(results: ResultsFolder, frame: pd.DataFrame, out_dir: Path) -> Path:
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for ax, column in zip(axes, ("final_train_loss", "final_test_loss")):
+        for k, (variation, part) in enumerate(frame.groupby("variation")):
+            x = part["width"] * np.exp(0.08 * (k - 1))
+            ax.scatter(x, part[column], s=9, alpha=0.6, color=f"C{k}", label=variation)
+        ax.set(xscale="log", xlabel="hidden width h (two layers)", ylabel=column.replace("_", " "))
         ax.set_xscale("log", base=2)
-        ax.set(yscale="log", xlabel="hidden width h (two layers)")
-        ax.set_title(f"across-seed SD of {column.replace('_', ' ')}")
-    axes[0].legend()
+    axes[0].set(yscale="log", title="final train loss, each seed")
+    axes[1].set_title("final test loss, each seed")
+    axes[0].legend(fontsize=7)
+    primary = analyze(results)[f"loss_h{WIDEST}_independent"].interval
+    low, high = primary.ci()
     figure.suptitle(
-        f"Seed-to-seed spread vs width (95% CI by seed bootstrap, n = {n} seeds)", fontsize=10
+        f"C20 primary, h = {WIDEST}, independent seeds: test losses (right) "
+        "differ by "
+        f"{primary.estimate:.1%} [{low:.1%}, {high:.1%}] on average over seed pairs, "
+        f"n = {primary.n} seeds",
+        fontsize=10,
     )
     return fig.save(figure, out_dir, "loss_spread")
 
@@ -651,10 +612,8 @@ def _ensemble(frame: pd.DataFrame, out_dir: Path) -> Path:
     for ax, width in zip(np.atleast_1d(axes), widths):
         for k, (variation, part) in enumerate(frame[frame["width"] == width].groupby("variation")):
             part = part.sort_values("seed")
-            members = np.arange(1, len(part) + 1)
-            ax.plot(
-                members, part["ensemble_upto_test_acc"], marker="o", color=f"C{k}", label=variation
-            )
+            members, upto = np.arange(1, len(part) + 1), part["ensemble_upto_test_acc"]
+            ax.plot(members, upto, marker="o", color=f"C{k}", label=variation)
             ax.axhline(part["final_test_acc"].mean(), color=f"C{k}", ls="--", lw=0.8)
         ax.set(xlabel="ensemble members (seeds 0 … k−1)", title=f"h = {width}")
     np.atleast_1d(axes)[0].set_ylabel("test accuracy")
@@ -665,9 +624,8 @@ def _ensemble(frame: pd.DataFrame, out_dir: Path) -> Path:
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    frame, bad = _healthy(results)
+    frame, pairs, _, paths = _data(results)  # diverged runs left out of every mean
     n = fig.n_seeds(frame)
-    pairs, paths = _pair_table(results, "pairs", bad), _pair_table(results, "paths", bad)
     out: list[Path] = []
     if not pairs.empty:
         for column, label in (
@@ -680,7 +638,7 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
         out += [_interpolation(paths, c, n_pairs, out_dir) for c in ("train_loss", "test_error")]
     if not pairs.empty:
         out.append(_cka(pairs, n, out_dir))
-    out.append(_spread(frame, n, out_dir))
+    out.append(_losses(results, frame, out_dir))
     out.append(_ensemble(frame, out_dir))
     return out
 

@@ -18,6 +18,11 @@ width and noise: the loss and test-error barrier on the straight line between th
 solutions (25 points; barrier = max along the path − mean of the endpoints). Per
 width: a filter-normalized 2-D slice of seed 0.
 
+Tests (``TESTS``): C19's primary is the per-seed Kendall τ of test accuracy on width
+(clean labels); C16's is the fraction of seeds at the widest width not in a bad minimum
+(final train loss within 5× that width's median). Barriers and noisy-label test error
+are not monotone in width, so they are described by their peak, not by a rank trend.
+
 Cost: default profile (8 widths × 2 noise levels × 10 seeds = 160 runs, 8 cohorts)
 ≈ 3 minutes on a 2-core CPU; seconds on a GPU.
 
@@ -38,15 +43,14 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from toolkit import figures as fig
 from toolkit import measures as M
 from toolkit import models
+from toolkit.claimtests import Test, bootstrap, fraction, per_seed, rank, usable
 from toolkit.engine import per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.spec import RunConfig
-from toolkit.stats import seed_bootstrap_statistic, spearman_over_seeds, verdict_row
 
 CLAIMS = ("C19", "C16")
 #: The figure the claims report links for each claim.
@@ -173,171 +177,211 @@ def measure(trained) -> dict:
     }
 
 
-def _frame(results: ResultsFolder) -> pd.DataFrame:
-    frame = results.summary()
-    frame["width"] = frame["widths"].astype(int)
+# ----- analysis ----------------------------------------------------------------------
+BAD_FACTOR = 5.0  # a final train loss above 5× its width's median is a bad minimum
+CONDITIONS = {0.0: "clean", 0.15: "noisy"}
+UNMATCHED = "; train losses differ across widths (not matched)"
+
+
+def _data(results: ResultsFolder) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Runs that did not diverge, the seed pairs among them, and the seeds planned."""
+    summary = results.summary()
+    frame, _ = usable(summary)
+    frame = frame.assign(width=frame["widths"].astype(int), test_error=1 - frame["final_test_acc"])
     frame["log_width"] = np.log(frame["width"])
-    frame["test_error"] = 1.0 - frame["final_test_acc"]
-    return frame[~frame["diverged"].astype(bool)]
+    frame["labels"] = frame["label_noise"].map(_condition)
+    median = frame.groupby(["label_noise", "width"])["final_train_loss"].transform("median")
+    frame["ratio"] = frame["final_train_loss"] / median  # to the median of its width
+    frame["bad"] = (frame["ratio"] > BAD_FACTOR).astype(float)
+    pairs, ids = results.table("pairs"), set(frame["run_id"])
+    pairs = pairs[pairs["run_id"].isin(ids) & pairs["partner"].isin(ids)]
+    pairs = pairs.assign(
+        width=pairs["widths"].astype(int), labels=pairs["label_noise"].map(_condition)
+    )
+    return frame, pairs, summary["seed"].nunique()
 
 
 def _condition(noise: float) -> str:
     return "clean labels" if noise == 0 else f"{noise:.0%} label noise"
 
 
-def analyze(results: ResultsFolder) -> list[dict]:
-    frame = _frame(results)
-    pairs = results.table("pairs")
-    rows: list[dict] = []
-    for noise, part in frame.groupby("label_noise"):
-        condition = _condition(noise)
-        n = part["seed"].nunique()
-        by_width = part.groupby("width")["test_error"].mean()
-        peak = int(by_width.idxmax())
-        bump = _bump(by_width)
-        rho, low, high = spearman_over_seeds(part, "log_width", "final_test_acc")
-        rows.append(
-            verdict_row(
-                "C19",
-                "Wider networks generalize better (test accuracy rises with width)",
-                "Spearman ρ(log width, test accuracy)",
-                rho,
-                low,
-                high,
-                n,
-                "greater",
-                f"Test error {by_width.iloc[0]:.1%} at h={by_width.index[0]} → "
-                f"{by_width.iloc[-1]:.1%} at h={by_width.index[-1]}; worst at h={peak}"
-                + (
-                    f"; a double-descent bump of {bump:.1%} after the first minimum."
-                    if bump > 0
-                    else "."
-                ),
-                condition=condition,
-            )
+# fmt: off
+def _tests(noise: float) -> list[Test]:
+    tag, labels = CONDITIONS[noise], _condition(noise)
+    tau = "{estimate:.2f} [{low:.2f}, {high:.2f}] ({n} of {planned} seeds)"
+    tests = [
+        Test(f"bump_{tag}", "C19", "secondary", "mean", "per seed, the largest rise of test "
+             "error after an earlier minimum over widths (fraction; 0 if it only falls)",
+             "Double descent: test error has a bump as width grows (a non-monotone curve)",
+             "greater", 0.02, "a single run's test accuracy varies ≈ 0.5 pp across seeds: a "
+             "rise beyond 2 pp is a bump, not noise", "Largest rise {estimate:.1%} [{low:.1%}, "
+             "{high:.1%}]; mean test error by width: {errors}.", labels),
+        Test(f"barrier_fall_{tag}", "C19", "secondary", "mean", "per disjoint seed pair, "
+             "train-loss barrier at its peak width − at the widest width (nats)",
+             "Past its peak, the barrier between two seeds falls with width", "greater", 0.1,
+             "a barrier below 0.1 nats is a flat path: smaller falls do not change that",
+             "Falls {estimate:.2f} [{low:.2f}, {high:.2f}] nats from its peak ({n} of "
+             "{planned} pairs); peak at {peaks}; mean barrier by width: {barriers}.", labels),
+    ]
+    tests += [Test(f"tau_{column}_{tag}", "C19", "secondary", "rank_correlation",
+        f"Kendall τ(width, {column}) per seed", f"Wider networks sit in flatter minima "
+        f"({column} falls with width)", "less", 0.0, "exploratory: any fall is reported",
+        f"τ = {tau}; mean by width: {{means}}.", labels + UNMATCHED)
+        for column in ("adaptive_lambda_max", "lambda_max")]  # invariant, raw top eigenvalue
+    return [*tests, Test(f"spread_{tag}", "C16", "secondary", "bootstrap",
+        "log(across-seed SD of final train loss at the widest / narrowest width)",
+        "The seed-to-seed spread of the final train loss shrinks with width", "less", 0.0,
+        "exploratory: any shrinking is reported", "Log SD ratio {estimate:.2f} [{low:.2f}, "
+        "{high:.2f}]; SD by width {sd}. Caveat: the SD shrinks mostly because the loss itself "
+        "goes to 0 (mean {mean}); relative to the mean (CV): {cv}.", labels)]
+
+
+TESTS = [
+    Test("tau_acc_clean", "C19", "primary", "rank_correlation",
+         "Kendall τ(width, test accuracy) over the 8 widths, per seed",
+         "Larger models generalize better: test accuracy rises with width (clean labels)",
+         "greater", 0.1, "τ = 0.1 is 55% of width pairs ordered as predicted: below that "
+         "width orders test accuracy little better than chance",
+         "Per seed τ {estimate:.2f} [{low:.2f}, {high:.2f}] over {n} of {planned} seeds "
+         "({verdict}); mean test error by width: {errors}.", "clean labels"),
+    Test("typical_fraction_widest", "C16", "primary", "fraction",
+         f"fraction of seeds whose final train loss is within {BAD_FACTOR:g}× the median of "
+         "the widest width (h = 1024): not in a bad minimum",
+         "Bad local minima are rare for large networks: most seeds avoid them", "greater", 0.5,
+         "'rare' = in fewer than half of the seeds; a loss 5× the typical one is another "
+         "basin, not noise",
+         "{bad} of {n} seeds in a bad minimum at h = 1024; {estimate:.0%} [{low:.0%}, "
+         "{high:.0%}] avoid one ({verdict}); bad fraction by width, clean: {clean}; 15% noise: "
+         "{noisy}.", "clean labels"),
+    *_tests(0.0), *_tests(0.15),
+]
+# fmt: on
+
+
+def _drawup(errors: pd.Series) -> float:
+    """Largest rise of a curve (ordered by width) above an earlier minimum."""
+    values = errors.sort_index().to_numpy()
+    return float(np.max(values - np.minimum.accumulate(values)))
+
+
+def _log_sd_ratio(batch: np.ndarray) -> np.ndarray:
+    """(k, seeds, 2 widths) → k values of log(SD at the widest / SD at the narrowest)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd = np.std(batch, axis=1, ddof=1)
+        return np.log(sd[:, 1] / sd[:, 0])
+
+
+def _by_width(values: pd.Series, fmt: str = "{:.3g}") -> str:
+    return ", ".join(f"{fmt.format(v)} (h={w})" for w, v in values.items()) or "none"
+
+
+def analyze(results: ResultsFolder) -> dict:
+    frame, pairs, planned = _data(results)
+    clean = frame[frame["label_noise"] == 0]
+    widest = clean[clean["width"] == clean["width"].max()].set_index("seed")["bad"]
+    errors = _by_width(clean.groupby("width")["test_error"].mean(), "{:.1%}")
+    fractions = {
+        tag: _by_width(frame[frame["label_noise"] == noise].groupby("width")["bad"].mean())
+        for noise, tag in CONDITIONS.items()
+    }
+    evidence = {
+        "tau_acc_clean": rank(clean, "log_width", "final_test_acc", planned=planned, errors=errors),
+        "typical_fraction_widest": fraction(
+            1 - widest, planned, bad=int(widest.sum()), **fractions
+        ),
+    }
+    for noise, tag in CONDITIONS.items():
+        part = frame[frame["label_noise"] == noise]
+        errors = part.pivot_table(index="seed", columns="width", values="test_error")
+        evidence[f"bump_{tag}"] = per_seed(
+            errors.apply(_drawup, axis=1),
+            planned=planned,
+            errors=_by_width(errors.mean(), "{:.1%}"),
         )
-        for column, name in (
-            ("adaptive_lambda_max", "invariant top eigenvalue (diag|θ| H diag|θ|)"),
-            ("lambda_max", "raw top Hessian eigenvalue"),
-        ):
-            rho, low, high = spearman_over_seeds(part, "log_width", column)
-            means = part.groupby("width")[column].mean()
-            rows.append(
-                verdict_row(
-                    "C19",
-                    f"Wider networks sit in flatter minima ({name} falls with width)",
-                    f"Spearman ρ(log width, {column})",
-                    rho,
-                    low,
-                    high,
-                    n,
-                    "less",
-                    f"{name}: {means.iloc[0]:.3g} at h={means.index[0]} → {means.iloc[-1]:.3g} "
-                    f"at h={means.index[-1]}; ρ = {rho:.2f} [{low:.2f}, {high:.2f}].",
-                    condition=condition,
-                )
+        for column in ("adaptive_lambda_max", "lambda_max"):
+            means = _by_width(part.groupby("width")[column].mean())
+            evidence[f"tau_{column}_{tag}"] = rank(
+                part, "log_width", column, planned=planned, means=means
             )
-        if not pairs.empty:
-            part_pairs = pairs[pairs["label_noise"] == noise].copy()
-            part_pairs["log_width"] = np.log(part_pairs["widths"].astype(int))
-            rho, low, high = spearman_over_seeds(part_pairs, "log_width", "barrier_loss", "pair")
-            means = part_pairs.groupby(part_pairs["widths"].astype(int))["barrier_loss"].mean()
-            rows.append(
-                verdict_row(
-                    "C19",
-                    "Interpolation barriers between seeds fall with width",
-                    "Spearman ρ(log width, loss barrier), seed pairs",
-                    rho,
-                    low,
-                    high,
-                    part_pairs["pair"].nunique(),
-                    "less",
-                    f"Train-loss barrier {means.iloc[0]:.3f} at h={means.index[0]} → "
-                    f"{means.iloc[-1]:.3f} at h={means.index[-1]} (unaligned; "
-                    f"{part_pairs['pair'].nunique()} disjoint pairs).",
-                    condition=condition,
-                )
-            )
-        rho, low, high = seed_bootstrap_statistic(part, "seed", _spread_trend)
-        spread = part.groupby("width")["final_train_loss"].std()
-        rows.append(
-            verdict_row(
-                "C16",
-                "Final losses across seeds cluster tightly, and their spread shrinks with width",
-                "Spearman ρ(log width, across-seed SD of final train loss)",
-                rho,
-                low,
-                high,
-                n,
-                "less",
-                f"Across-seed SD of final train loss {spread.iloc[0]:.2g} at h={spread.index[0]} → "
-                f"{spread.iloc[-1]:.2g} at h={spread.index[-1]} (mean loss "
-                f"{part.groupby('width')['final_train_loss'].mean().iloc[-1]:.2g}).",
-                condition=condition,
-                n_resamples=2000,
-            )
+        barrier = pairs[pairs["label_noise"] == noise].pivot_table(
+            index="pair", columns="width", values="barrier_loss"
         )
-    return rows
-
-
-def _spread_trend(frame: pd.DataFrame) -> float:
-    spread = frame.groupby("width")["final_train_loss"].std(ddof=0)
-    if np.ptp(spread.to_numpy()) == 0:  # a resample of one seed: no spread to rank
-        return float("nan")
-    return float(spearmanr(np.log(spread.index), spread.to_numpy()).statistic)
-
-
-def _bump(error_by_width: pd.Series) -> float:
-    """Largest rise of test error after its first local minimum (0 when monotone)."""
-    values = error_by_width.to_numpy()
-    for i in range(1, len(values)):
-        if values[i] > values[i - 1]:
-            return float(values[i:].max() - values[i - 1])
-    return 0.0
+        peaks = barrier.idxmax(axis=1).value_counts().sort_index()
+        evidence[f"barrier_fall_{tag}"] = per_seed(
+            barrier.max(axis=1) - barrier.iloc[:, -1],
+            planned=planned // 2,
+            peaks=", ".join(f"h={w} ({c} pairs)" for w, c in peaks.items()),
+            barriers=_by_width(barrier.mean()),
+        )
+        losses = part.pivot_table(index="seed", columns="width", values="final_train_loss")
+        stats = part.groupby("width")["final_train_loss"].agg(["mean", "std"])
+        evidence[f"spread_{tag}"] = bootstrap(
+            losses.iloc[:, [0, -1]].dropna().to_numpy(),
+            _log_sd_ratio,
+            planned=planned,
+            vectorized=True,
+            sd=_by_width(stats["std"], "{:.2g}"),
+            mean=_by_width(stats["mean"], "{:.2g}"),
+            cv=_by_width(stats["std"] / stats["mean"], "{:.1%}"),
+        )
+    return evidence
 
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    frame = _frame(results)
-    frame["labels"] = frame["label_noise"].map(_condition)
+    frame, pairs, _ = _data(results)  # diverged runs left out of every mean
+    primary = analyze(results)
     n = fig.n_seeds(frame)
     paths = []
     panels = [
-        ("test_error", "test error", False),
-        ("final_train_loss", "final train loss", True),
-        ("lambda_max", "raw top eigenvalue", True),
-        ("adaptive_lambda_max", "invariant top eigenvalue", True),
+        (frame, "test_error", "test error", False),
+        (frame, "final_train_loss", "final train loss", True),
+        (frame, "lambda_max", "raw top eigenvalue", True),
+        (frame, "adaptive_lambda_max", "invariant top eigenvalue", True),
+        (pairs, "barrier_loss", "train-loss barrier, seed pairs", False),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
-    for ax, (column, title, log_y) in zip(axes, panels):
-        fig.band(ax, frame, "width", column, hue="labels")
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3))
+    for ax, (data, column, title, log_y) in zip(axes, panels):
+        fig.band(ax, data, "width", column, hue="labels")
         ax.set_xscale("log", base=2)
         if log_y:
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("hidden width h")
     axes[0].legend()
-    figure.suptitle(f"MLP 40-h-10 on MNIST-1D vs width ({fig.BAND_NOTE}, n = {n})", fontsize=10)
+    tau = primary["tau_acc_clean"].interval
+    low, high = tau.ci()
+    figure.suptitle(
+        f"MLP 40-h-10 on MNIST-1D vs width ({fig.BAND_NOTE}, n = {n}; barriers: disjoint "
+        f"pairs). C19 primary, clean labels: per-seed Kendall τ(width, test accuracy) = "
+        f"{tau.estimate:.2f} [{low:.2f}, {high:.2f}], n = {tau.n} seeds",
+        fontsize=10,
+    )
     paths.append(fig.save(figure, out_dir, "width_sweep"))
 
-    spread = (
-        frame.groupby(["labels", "width"])["final_train_loss"].agg(["std", "mean"]).reset_index()
-    )
-    figure, ax = plt.subplots(figsize=(4.2, 3.2))
-    for labels, part in spread.groupby("labels"):
-        ax.plot(part["width"], part["std"], marker="o", label=labels)
+    figure, ax = plt.subplots(figsize=(6.4, 3.4))
+    for k, (labels, part) in enumerate(frame.groupby("labels")):
+        jitter = np.exp(0.08 * (k - 0.5))
+        ax.scatter(part["width"] * jitter, part["ratio"], s=10, alpha=0.7, label=labels)
+    ax.axhline(BAD_FACTOR, color="C3", ls="--", lw=1, label=f"{BAD_FACTOR:g}× median: bad")
+    ax.set(yscale="log", ylabel="final train loss / median of its width")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden width h")
-    ax.set_ylabel("across-seed SD of final train loss")
-    ax.set_title(f"Seed-to-seed spread (n = {n} seeds per width)")
-    ax.legend()
+    ax.set_xlabel(f"hidden width h (each seed, n = {n} per width)")
+    ax.legend(fontsize=7)
+    typical = primary["typical_fraction_widest"].interval
+    low, high = typical.ci()
+    figure.suptitle(
+        f"C16 primary (clean labels): at h = {frame['width'].max()}, "
+        f"{typical.estimate:.0%} [{low:.0%}, {high:.0%}] of n = {typical.n} seeds avoid a bad "
+        f"minimum (loss > {BAD_FACTOR:g}× the width's median)",
+        fontsize=10,
+    )
     paths.append(fig.save(figure, out_dir, "seed_spread"))
 
     paths_table = results.table("paths")
+    paths_table = paths_table[paths_table["run_id"].isin(pairs["run_id"])]
     if not paths_table.empty:
         paths_table["width"] = paths_table["widths"].astype(int)
-        paths_table["labels"] = paths_table["label_noise"].map(_condition)
         shown = sorted(paths_table["width"].unique())
         shown = [shown[0], shown[len(shown) // 2], shown[-1]]
         figure, axes = plt.subplots(1, 2, figsize=(8, 3.2))
