@@ -259,11 +259,8 @@ class RunConfig:
             raise SpecError(str(err).strip("'\"")) from None
         # The cohort as it will be trained, derived fields included.
         base = field_domains(RunConfig)
-        for name in ("dataset", "model", "widths", "activation", "optimizer", "loss", "epochs"):
-            problem = base[name].problem(getattr(spec, name))
-            if problem:
-                raise SpecError(f"the cohort's {name}={_show(getattr(spec, name))}: {problem}")
-        for name in ("batch_size", "history_points", "track_sharpness"):
+        shaped = ("dataset", "model", "widths", "activation", "optimizer", "loss", "epochs")
+        for name in shaped + ("batch_size", "history_points", "track_sharpness"):
             problem = base[name].problem(getattr(spec, name))
             if problem:
                 raise SpecError(f"the cohort's {name}={_show(getattr(spec, name))}: {problem}")
