@@ -129,17 +129,6 @@ def test_saved_params_round_trip(net, tmp_path):
         save_params(tmp_path, "bad", {"a/b": np.zeros(2)})
 
 
-def test_pair_bootstrap_ci_resamples_seeds():
-    from toolkit.stats import pair_bootstrap_ci
-
-    seeds = np.arange(6)
-    a, b = np.triu_indices(6, 1)
-    estimate, low, high = pair_bootstrap_ci(seeds[a], seeds[b], (a + b).astype(float))
-    assert np.isclose(estimate, np.mean(a + b)) and low < estimate < high
-    constant = pair_bootstrap_ci(seeds[a], seeds[b], np.ones(len(a)))
-    assert constant == (1.0, 1.0, 1.0)
-
-
 def test_gram_cka_equals_the_feature_form():
     kx, ky = jax.random.split(jax.random.key(4))
     x = jax.random.normal(kx, (50, 7))
