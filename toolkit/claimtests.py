@@ -364,7 +364,8 @@ def adjust_family(frames: Mapping[str, pd.DataFrame], alpha: float = ALPHA) -> d
         frame["p_holm"] = frame["p_holm"].astype(float)
     entries = []
     for name, frame in out.items():
-        decided_by_p = (frame["role"] == "primary") & (frame["kind"] != "exact")
+        exact = frame["kind"] == "exact" if "kind" in frame else False
+        decided_by_p = (frame["role"] == "primary") & ~exact
         for index in frame.index[decided_by_p]:
             entries.append((name, index))
     p = np.array([out[n].at[i, "p_value"] for n, i in entries], dtype=float)
