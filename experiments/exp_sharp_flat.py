@@ -62,7 +62,7 @@ from toolkit.spec import Count, NonNegative, Positive, RunConfig
 
 CLAIMS = ("C18", "C08")
 #: The figure the claims report links for each claim.
-CLAIM_FIGURES = {"C18": "sharpness_vs_batch", "C08": "gradient_noise"}
+CLAIM_FIGURES = {"C18": "gap_vs_sharpness", "C08": "gradient_noise"}
 CURVATURE_EXAMPLES = 1000
 NOISE_BATCHES = (16, 64, 256, 1024)
 SLICE_ALPHAS = np.linspace(-1.0, 1.0, 41)

@@ -294,7 +294,9 @@ def _row(test: Test, ev: Evidence) -> dict:
                 "zero-width interval: every seed gave the same value, which is not "
                 "evidence; a finer statistic is needed"
             )
-        if not reason:
+        if reason:
+            low = high = math.nan  # an interval that cannot be evidence is not shown
+        else:
             p, side = iv.decision_p(interval, test.direction, m)
         verdict = "inconclusive" if reason else _verdict_from_p(p, side)
         if not reason:  # kept for a primary until Holm has decided it

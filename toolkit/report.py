@@ -174,7 +174,7 @@ def gather(results: Path, profile: str) -> list[ExperimentResults]:
         verdicts = folder.verdicts()
         for column in ("condition", "reason", "excluded"):
             if column in verdicts:
-                verdicts[column] = verdicts[column].fillna("").astype(str)
+                verdicts[column] = verdicts[column].astype(object).fillna("").astype(str)
         fig_dir = results.parent / "paper_figures" / name / profile
         figures = sorted(fig_dir.glob("*.png"))
         found.append(ExperimentResults(spec.load(name), folder, verdicts, figures))
