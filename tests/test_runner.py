@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from toolkit import engine, results, runner
+from toolkit import engine, results, runner, spec
 from toolkit.spec import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GRID = {"label_noise": [0.0, 1.0]}
 
@@ -79,7 +83,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, make_variant, mon
 
 def test_bad_inputs_raise_clear_errors(tmp_path, make_variant):
     experiment = make_variant(grid=GRID)
-    with pytest.raises(SpecError, match="positive"):
+    with pytest.raises(SpecError, match="positive integer"):
         run(experiment, tmp_path, seeds=0)
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -104,3 +108,31 @@ def test_merge_keeps_rows_from_both_writers(tmp_path):
     )
     assert list(folder.summary()["run_id"]) == ["a", "b"]
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_shipped_results_keep_their_run_ids():
+    """Every run a committed profile plans has the id in its committed summary.csv (so
+    they resume as complete): changes to run identity must keep these."""
+    checked = 0
+    for name in spec.experiment_names():
+        experiment = spec.load(name)
+        for folder in sorted((ROOT / "results" / name).glob("*/summary.csv")):
+            profile = folder.parent.name
+            if profile not in experiment.module.PROFILES:
+                continue  # e.g. default-h200: a copy of a profile on other hardware
+            shipped = pd.read_csv(folder, usecols=["run_id", "seed"])
+            planned = runner.plan_runs(experiment, profile, int(shipped["seed"].max()) + 1, {})
+            assert {r.run_id for r in planned} == set(shipped["run_id"]), folder
+            checked += 1
+    assert checked >= 10
+
+
+def test_measurement_fields_do_not_change_the_run_id():
+    experiment = spec.load("exp_representations")
+    point = experiment.grid_points("default", {})[0]
+    config = experiment.config("default", point, {})
+    assert "probe_steps" in type(config).MEASURE_FIELDS
+    same = dataclasses.replace(config, probe_steps=7, cka_examples=33, checkpoint_fractions=(0.3,))
+    other = dataclasses.replace(config, learning_rate=0.01)
+    assert runner.run_id(experiment.name, same, 0) == runner.run_id(experiment.name, config, 0)
+    assert runner.run_id(experiment.name, other, 0) != runner.run_id(experiment.name, config, 0)

@@ -162,7 +162,8 @@ class ResultsFolder:
 
     # ----- writing (locked, atomic, merged) -----------------------------------------
     def lock(self) -> FileLock:
-        return FileLock(str(self.path / ".lock"))
+        # one instance per path: re-entrant, e.g. a meta rewrite inside clear()
+        return FileLock(str(self.path / ".lock"), is_singleton=True)
 
     def table(self, name: str) -> pd.DataFrame:
         """An experiment's own per-run table (``<name>.csv``), e.g. loss slices; validated."""
