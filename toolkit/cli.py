@@ -411,16 +411,26 @@ def _command_line(name, seeds, profile, sets, out, force) -> str:
 
 
 def _verdict_table(verdicts) -> str:
+    """Primaries first (they decide the claims), then secondaries and checks."""
     if verdicts.empty:
         return "(no verdicts)"
     lines = []
-    for row in verdicts.itertuples():
+    order = {"primary": 0, "secondary": 1, "check": 2}
+    rows = sorted(verdicts.itertuples(), key=lambda r: order.get(getattr(r, "role", ""), 3))
+    for row in rows:
         condition = (
             f" [{row.condition}]" if isinstance(row.condition, str) and row.condition else ""
         )
+        if row.kind == "exact":
+            number = f"{row.estimate:.4g} (exact)"
+        else:
+            number = (
+                f"{row.estimate:.4g} [{row.ci_low:.4g}, {row.ci_high:.4g}] "
+                f"(n={row.n_seeds}/{row.n_planned})"
+            )
         lines.append(
-            f"{row.claim_id}{condition:24s} {row.verdict:13s} {row.statistic} = {row.estimate:.4g} "
-            f"[{row.ci_low:.4g}, {row.ci_high:.4g}] (n={row.n_seeds})\n    {row.finding}"
+            f"{row.claim_id} {row.role:9s} {row.verdict:13s}{condition} {row.statistic} = "
+            f"{number}\n    {row.finding}"
         )
     return "\n".join(lines)
 
