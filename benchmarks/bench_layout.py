@@ -8,7 +8,9 @@ R runs on MNIST-1D, batch 100, SGD + momentum: seed-steps per second of a compil
 (two evaluations of 17,000 examples per run included, as in real use).
 
 Usage: ``python benchmarks/bench_layout.py --runs 32 --epochs 2 --batches 0 8 1``
-(0 = all runs vmapped, the engine's choice whenever the cohort fits in memory).
+(0 = all runs vmapped, the engine's choice on a GPU whenever the cohort fits in memory;
+1 = one run at a time, its choice on a CPU). ``--widths 100 100 --batch 64`` sets the
+MLP's hidden widths and the batch size (e.g. an experiment's own shapes).
 """
 
 from __future__ import annotations
@@ -25,8 +27,17 @@ from toolkit import data, engine
 MODELS = {"mlp": (256, 256), "cnn": (32, 32, 32)}
 
 
-def bench(ds: data.Dataset, model: str, runs: int, epochs: int, run_batch: int | None) -> dict:
-    spec = engine.CohortSpec("mnist1d", model, MODELS[model], "relu", "sgd", "ce", 100, epochs)
+def bench(
+    ds: data.Dataset,
+    model: str,
+    runs: int,
+    epochs: int,
+    run_batch: int | None,
+    widths: tuple[int, ...] | None = None,
+    batch: int = 100,
+) -> dict:
+    widths = tuple(widths or MODELS[model])
+    spec = engine.CohortSpec("mnist1d", model, widths, "relu", "sgd", "ce", batch, epochs)
     cohort = engine.Cohort(spec, ds, history_points=1, run_batch=run_batch)
     hparams = {h: np.zeros(runs) for h in engine.HPARAMS}
     hparams.update(
@@ -44,6 +55,8 @@ def bench(ds: data.Dataset, model: str, runs: int, epochs: int, run_batch: int |
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
         "model": model,
+        "widths": list(widths),
+        "batch": batch,
         "runs": runs,
         "run_batch": run_batch or runs,
         "layout": "vmap" if run_batch is None else "lax.map",
@@ -59,11 +72,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[0, 8, 1])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--widths", type=int, nargs="+", help="MLP hidden widths")
+    parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
     ds = data.load("mnist1d")
     for model in args.models:
         for run_batch in args.batches:
-            row = bench(ds, model, args.runs, args.epochs, run_batch or None)
+            widths = args.widths if model == "mlp" else None
+            row = bench(ds, model, args.runs, args.epochs, run_batch or None, widths, args.batch)
             print(json.dumps(row), flush=True)
 
 

@@ -1,9 +1,11 @@
 """The engine: train a cohort of runs as one compiled program.
 
 A *cohort* is a set of runs with identical shapes (model, dataset, batch size, epoch
-count). Its program is written for one run, ``vmap``-ed over the runs (the seed's
-key streams and every numeric hyperparameter are array axes) and spread over
-devices by :mod:`toolkit.parallel`; inside, ``lax.scan`` runs the steps and epochs.
+count). Its program is written for one run, mapped over the runs (the seed's key
+streams and every numeric hyperparameter are array axes: ``vmap``-ed on a GPU, one run
+at a time by ``lax.map`` on a CPU, so that a run's numbers there never depend on the
+runs beside it; :func:`choose_run_batch`) and spread over devices by
+:mod:`toolkit.parallel`; inside, ``lax.scan`` runs the steps and epochs.
 Training proceeds in chunks of epochs (one compiled chunk, reused), returning to
 Python between chunks for progress and bookkeeping.
 
