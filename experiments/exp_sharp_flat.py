@@ -356,11 +356,13 @@ def analyze(results: ResultsFolder) -> dict:
     epochs, _ = usable(frame[(frame["budget"] == "epochs") & (frame["lr_policy"] == "fixed")])
     evidence["tau_batch_sharp_epochs"] = rank(epochs, "batch_size", "lambda_max", planned=seeds)
     base, _ = usable(frame[frame["budget"] == "matched"])
-    log_raw = np.abs(np.log(base["rescaled_lambda_max"] / base["lambda_max"]))
-    log_adaptive = np.log(base["rescaled_adaptive_lambda_max"] / base["adaptive_lambda_max"])
-    evidence["rescaling"] = per_seed(
-        log_raw.groupby(base["seed"]).mean(), adaptive=float(np.abs(log_adaptive).max())
-    )
+    if "rescaled_lambda_max" in base:  # models with two hidden layers
+        log_raw = np.abs(np.log(base["rescaled_lambda_max"] / base["lambda_max"]))
+        log_adaptive = np.log(base["rescaled_adaptive_lambda_max"] / base["adaptive_lambda_max"])
+        log_raw, adaptive = log_raw.groupby(base["seed"]).mean(), np.abs(log_adaptive).max()
+    else:
+        log_raw, adaptive = pd.Series(np.nan, index=range(seeds)), np.nan
+    evidence["rescaling"] = per_seed(log_raw, planned=seeds, adaptive=float(adaptive))
     valid, _ = usable(frame)
     evidence["noise_slope"] = per_seed(
         valid.groupby("seed")["grad_var_slope"].mean() + 1.0, planned=seeds

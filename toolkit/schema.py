@@ -127,7 +127,7 @@ def _engine_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 #: Core columns of verdicts.csv (rows may carry more: conditions, tests, findings).
-VERDICT_CORE = ("claim_id", "statistic", "estimate", "ci_low", "ci_high", "verdict")
+VERDICT_CORE = ("claim_id", "role", "statistic", "estimate", "ci_low", "ci_high", "verdict")
 
 
 def schema_for(name: str) -> TableSchema:
