@@ -224,7 +224,6 @@ def test_two_writers_on_one_folder_train_each_cohort_once(tmp_path, make_variant
     stale = [
         folder.path / ".summary.csv.99999.tmp",
         folder.path / "params" / ".abc.npz.99999.tmp",
-        folder.path / ".write-probe.99999",
     ]
     for path in stale:
         path.write_bytes(b"half a file")

@@ -59,6 +59,25 @@ def test_cohort_equals_runs_one_by_one(dataset):
         )
 
 
+def test_one_run_at_a_time_is_bitwise_the_same_alone_or_in_any_cohort(dataset):
+    """run_batch=1 (the CPU layout): a run's numbers do not depend on the runs beside it
+    (its place, their number, their hyperparameters, dropout used by a neighbour)."""
+    h = hparams([0.05, 0.1, 0.02], dropout=[0.0, 0.2, 0.1], label_noise=[0.0, 0.3, 0.0])
+    k = keys([0, 1, 2])
+    cohort = engine.Cohort(SPEC, dataset, run_batch=1)
+    together = cohort.run(k, h)
+    order = [2, 0, 1]
+    shuffled = cohort.run(
+        {s: v[np.array(order)] for s, v in k.items()}, {name: v[order] for name, v in h.items()}
+    )
+    for i in range(3):  # run 0 alone is compiled without dropout: the same numbers
+        alone = cohort.run(pick_keys(k, i), pick(h, i))
+        assert np.array_equal(together.history[i], alone.history[0])
+        assert np.array_equal(_flat(together.state["params"], i), _flat(alone.state["params"], 0))
+    for place, i in enumerate(order):
+        assert np.array_equal(together.history[i], shuffled.history[place])
+
+
 def _leaves(tree, i):
     import jax
 

@@ -283,7 +283,7 @@ class ResultsFolder:
         """Temporary files (``.<name>.<pid>.tmp``) a killed writer left; call under
         :meth:`writing` (no other writer can be mid-write then)."""
         stale = [*self.path.glob(".*.tmp"), *self.path.glob(f"{PARAMS_DIR}/.*.tmp")]
-        stale += [*self.path.glob(".write-probe.*"), *self.path.glob(f"{PENDING_DIR}/.*.tmp")]
+        stale += self.path.glob(f"{PENDING_DIR}/.*.tmp")
         for path in stale:
             path.unlink(missing_ok=True)
         return stale
