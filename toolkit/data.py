@@ -68,13 +68,114 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+class DataError(ValueError):
+    """A user's data file that cannot be used; the message says what is wrong."""
+
+
+#: A researcher's own arrays: ``--set dataset=path/to/file.npz``.
+FILE_SUFFIX = ".npz"
+REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+OPTIONAL_KEYS = ("x_val", "y_val")
+FILE_VAL_FRACTION = 0.2  # carved from the training set (stratified) when x_val is absent
+
+
+def is_file(name: str) -> bool:
+    return isinstance(name, str) and name.endswith(FILE_SUFFIX)
+
+
 def load(name: str) -> Dataset:
-    """The dataset called ``name`` (built once per process, then memoized)."""
+    """The dataset called ``name``, or the arrays of the ``.npz`` file at that path
+    (built once per process, then memoized)."""
+    if is_file(name):
+        key = f"file:{os.path.abspath(name)}"
+        if key not in _LOADED:
+            _LOADED[key] = load_file(name)
+        return _LOADED[key]
     if name not in _REGISTRY:
         raise KeyError(f"unknown dataset {name!r}; available: {', '.join(available())}")
     if name not in _LOADED:
         _LOADED[name] = _REGISTRY[name]()
     return _LOADED[name]
+
+
+def load_file(path: str | Path) -> Dataset:
+    """A classification set from a ``.npz`` file with arrays ``x_train``, ``y_train``,
+    ``x_test``, ``y_test`` and optionally ``x_val``, ``y_val``.
+
+    Inputs: numbers, finite, one row per example, the same feature shape in every split
+    (flattened to (N, features), float32). Labels: 1-D integers 0 … K−1 (K = the largest
+    label + 1, at least 2), one per row. Without a validation split, a stratified
+    ``FILE_VAL_FRACTION`` of the training set is carved off (fixed seed). Every problem is
+    a :class:`DataError` naming the file and the array.
+    """
+    path = Path(path)
+    where = f"dataset file {path}"
+    if not path.is_file():
+        raise DataError(f"{where} does not exist; give the path of a .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(
+            f"{where} is not a readable .npz file ({err}); save it with numpy.savez"
+        ) from err
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{where} lacks {', '.join(missing)}; it needs {', '.join(REQUIRED_KEYS)} (x_val, y_val optional)"
+        )
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise DataError(f"{where}: give both x_val and y_val, or neither")
+    splits = ["train", "test"] + (["val"] if "x_val" in arrays else [])
+    features = None
+    xs, ys = {}, {}
+    for split in splits:
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim < 2 or len(x) == 0 or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+            raise DataError(
+                f"{where}: x_{split} must be a non-empty numeric array (examples × features), got shape {x.shape} {x.dtype}"
+            )
+        if not np.isfinite(x).all():
+            raise DataError(f"{where}: x_{split} has NaN or infinite values")
+        if features is None:
+            features = x.shape[1:]
+        elif x.shape[1:] != features:
+            raise DataError(
+                f"{where}: x_{split} has examples of shape {x.shape[1:]}, x_train {features}"
+            )
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(
+                f"{where}: y_{split} must be 1-D with one label per row of x_{split} ({len(x)}), got shape {y.shape}"
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: y_{split} must hold integer class labels, got {y.dtype}")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{where}: y_{split} has negative labels; use 0 … K−1")
+        xs[split] = x.reshape(len(x), -1).astype(np.float32)
+        ys[split] = y.astype(np.int32)
+    num_classes = int(max(int(y.max()) for y in ys.values())) + 1
+    if num_classes < 2 or len(np.unique(ys["train"])) < 2:
+        raise DataError(f"{where}: the training labels need at least 2 classes")
+    if "val" not in xs:
+        classes = len(np.unique(ys["train"]))
+        num_val = max(classes, round(FILE_VAL_FRACTION * len(ys["train"])))
+        xs["train"], ys["train"], xs["val"], ys["val"] = _split_train_val(
+            xs["train"], ys["train"], num_val, seed=0
+        )
+        if len(ys["train"]) == 0:
+            raise DataError(
+                f"{where}: too few training examples to carve a validation split; add x_val, y_val"
+            )
+    return Dataset(
+        name=str(path),
+        x_train=xs["train"],
+        y_train=ys["train"],
+        x_val=xs["val"],
+        y_val=ys["val"],
+        x_test=xs["test"],
+        y_test=ys["test"],
+        num_classes=num_classes,
+    )
 
 
 def cache_dir() -> Path:

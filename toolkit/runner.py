@@ -651,15 +651,17 @@ def _static_meta(experiment, profile, overrides, seeds, run_axis: RunAxis) -> di
         "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
         "datasets": {
             name: {"hash": ds.content_hash, "sizes": ds.sizes()}
-            for name, ds in ((n, datasets.load(n)) for n in _datasets_of(experiment, profile))
+            for name, ds in (
+                (n, datasets.load(n)) for n in _datasets_of(experiment, profile, overrides)
+            )
         },
     }
 
 
-def _datasets_of(experiment: Experiment, profile: str) -> list[str]:
-    return sorted(
-        {experiment.config(profile, p, {}).dataset for p in experiment.grid_points(profile, {})}
-    )
+def _datasets_of(experiment: Experiment, profile: str, overrides: dict) -> list[str]:
+    """The datasets the runs use, ``--set dataset=...`` included."""
+    points = experiment.grid_points(profile, overrides)
+    return sorted({experiment.config(profile, p, overrides).dataset for p in points})
 
 
 def _cohort_meta(spec: CohortSpec, cohort: Cohort, runs, result: CohortResult) -> dict:

@@ -109,7 +109,8 @@ Count = Annotated[int, Range(ge=1)]  # epochs, steps, batch sizes, points: ≥ 1
 Size = Annotated[int, Range(ge=0)]  # ≥ 0 (0: off)
 Seed = Annotated[int, Range(ge=0)]
 Widths = Annotated[tuple[int, ...], Range(ge=1)]  # hidden widths / channels, each ≥ 1
-DatasetName = Literal[tuple(datasets.available())]
+#: A registry name, or the path of a researcher's own ``.npz`` (``toolkit.data.load_file``).
+DatasetName = Annotated[Literal[tuple(datasets.available())], datasets.FILE_SUFFIX]
 ModelName = Literal["mlp", "cnn", "cnn2d"]  # toolkit.models.build
 ActivationName = Literal[tuple(models.ACTIVATIONS)]
 OptimizerName = Literal["sgd", "nesterov", "adam"]  # toolkit.engine.optimizer
@@ -124,6 +125,7 @@ class Domain:
     kind: type  # int, float, str, bool or tuple
     item: type | None = None  # a tuple's entry type
     choices: tuple | None = None  # Literal[...] names
+    file_suffix: str | None = None  # also a path to a file with this suffix (datasets)
     range: Range | None = None
 
     @property
@@ -132,14 +134,22 @@ class Domain:
 
     def problem(self, value) -> str | None:
         if self.choices is not None and value not in self.choices:
-            return f"must be one of: {', '.join(map(str, self.choices))}"
+            if self.file_suffix and isinstance(value, str) and value.endswith(self.file_suffix):
+                try:
+                    datasets.load(value)
+                except datasets.DataError as err:
+                    return str(err)
+                return None
+            files = f", or the path of a {self.file_suffix} file" if self.file_suffix else ""
+            return f"must be one of: {', '.join(map(str, self.choices))}{files}"
         if self.range is not None:
             return self.range.problem(tuple(value) if self.kind is tuple else value)
         return None
 
     def describe(self) -> str:
         if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
+            files = f", or a {self.file_suffix} path" if self.file_suffix else ""
+            return "one of " + ", ".join(map(str, self.choices)) + files
         if self.range is not None:
             entries = "entries " if self.kind is tuple else ""
             return f"{self.kind.__name__}, {entries}{self.range}"
@@ -148,13 +158,14 @@ class Domain:
 
 def domain_of(hint) -> Domain:
     """The :class:`Domain` of a type hint (``Annotated``, ``Literal``, ``tuple[...]``)."""
-    found = None
+    found, suffix = None, None
     if typing.get_origin(hint) is Annotated:
         hint, *extras = typing.get_args(hint)
         found = next((e for e in extras if isinstance(e, Range)), None)
+        suffix = next((e for e in extras if isinstance(e, str)), None)
     if typing.get_origin(hint) is Literal:
         choices = typing.get_args(hint)
-        return Domain(type(choices[0]), choices=choices)
+        return Domain(type(choices[0]), choices=choices, file_suffix=suffix)
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         inner = domain_of(item)
