@@ -3,6 +3,7 @@ and the switches that go with them fail clearly on bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -175,3 +176,29 @@ def test_deterministic_flag_is_set_and_recorded(tmp_path):
     meta = pd.read_json(tmp_path / "exp_overfitting/quick+epochs=2/meta.json", typ="series")
     assert meta["deterministic"] is True or meta["deterministic"] == 1
     assert "--xla_gpu_deterministic_ops=true" in meta["xla_flags"]
+
+
+def test_persistent_compile_cache_is_used_and_recorded(tmp_path):
+    """A second identical run loads its programs from the cache (entries are written
+    once), and meta.json says where the cache is; --no-compile-cache leaves it off."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TOOLKIT_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "toolkit", "run", "exp_overfitting", "--profile", "quick",
+               "--seeds", "1", "--quiet", "--out"]  # fmt: skip
+    first = subprocess.run(command + [str(tmp_path / "a")], env=env, capture_output=True)
+    assert first.returncode == 0, first.stderr.decode()
+    entries = sorted(p.name for p in (tmp_path / "cache" / "jax").iterdir())
+    assert entries, "nothing was cached"
+    second = subprocess.run(
+        command + [str(tmp_path / "b"), "--force"], env=env, capture_output=True
+    )
+    assert second.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "cache" / "jax").iterdir()) == entries
+    meta = json.loads((tmp_path / "b" / "exp_overfitting" / "quick" / "meta.json").read_text())
+    assert str(tmp_path / "cache" / "jax") in json.dumps(meta)
+    for name in ("summary.csv", "history.csv"):
+        a = (tmp_path / "a" / "exp_overfitting" / "quick" / name).read_bytes()
+        assert a == (tmp_path / "b" / "exp_overfitting" / "quick" / name).read_bytes()
+    assert distributed.compile_cache(enabled=False) is None  # --no-compile-cache

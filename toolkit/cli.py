@@ -167,6 +167,11 @@ def show(name: str, profile: str) -> None:
     help="Deterministic GPU kernels (XLA --xla_gpu_deterministic_ops); recorded in meta.json.",
 )
 @click.option(
+    "--no-compile-cache",
+    is_flag=True,
+    help="Do not use JAX's persistent compilation cache (~/.cache/toolkit/jax).",
+)
+@click.option(
     "--no-wait",
     is_flag=True,
     help="If another process is writing the results folder, fail (exit 2) instead of waiting.",
@@ -186,6 +191,7 @@ def run(
     init_timeout,
     memory_budget,
     deterministic,
+    no_compile_cache,
     no_wait,
 ) -> None:
     """Train every run of an experiment that is not done yet, then print its verdicts."""
@@ -197,6 +203,7 @@ def run(
     if deterministic:
         processes.deterministic_gpu_ops()
     processes.start(distributed, coordinator, num_processes, process_id, init_timeout)
+    processes.compile_cache(enabled=not no_compile_cache)
     from toolkit import runner, spec
 
     experiment = _load(name)

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -139,6 +140,33 @@ def deterministic_gpu_ops() -> None:
             raise DistributedError(
                 "--deterministic must be set before JAX starts; run it in a fresh process"
             )
+
+
+#: Programs that take less than this to compile are not worth a disk entry.
+CACHE_MIN_COMPILE_S = 0.5
+
+
+def compile_cache(enabled: bool = True, path: str | os.PathLike | None = None) -> str | None:
+    """JAX's persistent compilation cache, on by default in the user's cache directory
+    (``$TOOLKIT_CACHE/jax``, else ``~/.cache/toolkit/jax``), so a second identical run
+    loads its compiled programs instead of compiling them again; ``enabled=False``
+    (``--no-compile-cache``) leaves it off. Returns the directory in use (recorded in
+    meta.json), or None. Entries are keyed by the program, the backend and the XLA
+    flags, so a cached program computes exactly what a fresh compile would."""
+    if not enabled:
+        return None
+    from toolkit.data import cache_dir
+
+    where = Path(path) if path is not None else cache_dir() / "jax"
+    where.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(where))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    return str(where)
+
+
+def cache_location() -> str | None:
+    """The persistent compilation cache directory in use, if any."""
+    return jax.config.jax_compilation_cache_dir or None
 
 
 def is_multiprocess() -> bool:

@@ -615,6 +615,7 @@ def _machine_meta(run_axis: RunAxis, deterministic: bool, command: str) -> dict:
         "processes": jax.process_count(),
         "deterministic": deterministic,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compile_cache": distributed.cache_location(),
         "versions": {
             "python": platform.python_version(),
             "jax": jax.__version__,
