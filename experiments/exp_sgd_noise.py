@@ -6,12 +6,23 @@ An MLP 40-100-100-10 (ReLU, 15k parameters) is trained on MNIST-1D (4,000 train 
 1,000 validation / 12,000 test) with *plain* SGD (no momentum, no weight decay) at
 batch sizes B = 25, 100, 400, 1,000 and 4,000 (= N: full-batch gradient descent), under
 two learning-rate policies: ``fixed`` (lr 0.05 for every B) and ``scaled`` (the linear
-scaling rule, lr = 0.05·B/100: 0.0125 … 2.0 for GD; lr/B constant). Two budgets:
+scaling rule, lr = 0.05·B/100: 0.0125 … 2.0 for GD; lr/B constant). Three budgets:
 
 - ``epochs``: 40 epochs for every run, i.e. equal compute (160,000 gradient
   evaluations); steps = 40·N/B: 6,400 at B = 25, 40 for GD;
 - ``steps``: 160 optimizer steps for every run, i.e. 1 epoch at B = 25, 4 at B = 100,
-  16 at B = 400, 40 at B = 1,000 (the two budgets meet there) and 160 epochs of GD.
+  16 at B = 400, 40 at B = 1,000 (the two budgets meet there) and 160 epochs of GD;
+- ``matched`` (only B = 100 and GD, the two arms the C05 rows compare): each run stops
+  when its full-train CE first reaches 1.0 nat (checked every epoch at B = 100, every 8
+  GD steps at the fixed lr, every GD step at the scaled lr), within max(40 epochs,
+  1,600 steps) at the fixed lr and max(40 epochs, 200 steps) at the scaled lr. The
+  cross-entropy Hessian shrinks as the loss goes to 0, so curvature (and accuracy) are
+  compared only between runs stopped at the same loss; a run that does not reach it is
+  left out and counted. 1.0 nat (chance 2.30) is decided before the run as the lowest
+  round target that GD at the fixed lr reaches within a cap the 2-core CPU affords: a
+  2-seed pilot reached it after 1,080 and 1,208 steps (0.6 nat needs ≈ 2,500 steps; it
+  is the paper profile's target, cap 4,000 steps); at the scaled lr GD reaches it
+  after ≈ 80 steps, SGD at B = 100 after ≈ 25 epochs.
 
 The same seed gives the same initialization in every condition, so comparisons are
 paired by seed. Compute is counted in gradient evaluations (examples processed =
@@ -25,7 +36,9 @@ ratio ("did not reach the comparison point"). The C05 primary is the scaled-lr a
 GD reaches the target; at the fixed lr GD reaches it in no seed within 160 epochs, so
 that secondary row only bounds the ratio from below (GD's budget over SGD's need).
 C08's primary is the slope of the gradient variance on B; the compiled memory is a
-deterministic check; flatness and accuracy rows are secondary.
+deterministic check; flatness (λ_max) and accuracy rows are secondary and come from the
+matched arm only (the equal-epoch and equal-step arms stop at different losses:
+GD 2.04 vs SGD 0.84 at equal epochs; those arms keep the compute and loss rows).
 
 Measured per run on its final parameters (eval mode): the top Hessian eigenvalue
 (Lanczos, 20 iterations, on the first 1,000 training examples) and the minibatch
@@ -39,16 +52,20 @@ NaN on a CPU, which does not report it; on a GPU it is the process's running pea
 after the first cohort it includes earlier cohorts' measurements and hardly moves
 with B: 210 MiB after B = 25, then 381–390 MiB on an H200).
 
-Cost: default profile (200 runs, 9 cohorts) 175 s wall alone on the 2-core CPU (9 min
-16 s under a load of 7–8: 4 min training, 3 min compilation, 2 min measurement). Paper
-profile (20 seeds, 100 epochs, 1,600 equal steps; 400 runs) 2 min 37 s on one H200
-(training ~5 s, the first measurement's compilation ~55 s). Quick profile: ~1 min.
+Cost: default profile (240 runs, 12 cohorts, 240,000 optimizer steps, 29,220 run-epochs;
+a GD epoch is one step) 306 s of CPU time (user) for the whole command, 16 min 40 s wall
+under a load of 13–15 on the 2-core CPU (summed over cohorts: training 362 s,
+compilation 277 s, measurement 237 s); the largest part is the matched GD cohort at the
+fixed lr (10 × 1,600 full-batch steps; a stopped run still computes to its cap). Before
+the matched arm (200 runs) it took 175 s wall alone. Paper profile (20 seeds, 100
+epochs, 1,600 equal steps, matched target 0.6 within 4,000 steps): 2 min 37 s on one
+H200 before the matched arm was added, not yet rerun. Quick profile: ~1 min alone.
 
 Caveat of the budgets: at equal epochs GD has taken only 40 steps (100 in the paper
-profile) and is far from any minimum, so its "flatness" and test accuracy there are
-those of an undertrained network; the findings say when the two arms stop at clearly
-different training losses (the conditions say which compare at matched loss: only
-equal steps with the lr held, 1.70 vs 1.70; 0.83 vs 0.84 in the paper profile).
+profile) and is far from any minimum, so its curvature and test accuracy there are
+those of an undertrained network; no row compares them (the matched arm does). The
+matched target 1.0 nat is itself far from a minimum (train accuracy ≈ 65%): the rows
+say how SGD and GD differ on the way down at the same loss, not at convergence.
 
 Expected (Keskar 2017; Jastrzębski 2018; Goyal 2017; Geiping 2022; Cohen 2021): at
 equal epochs SGD reaches a much lower loss than GD at the same lr (it takes N/B times
@@ -82,7 +99,7 @@ from toolkit.claimtests import Test, exact, per_seed, usable
 from toolkit.engine import CohortSpec, per_example_loss
 from toolkit.results import ResultsFolder
 from toolkit.runner import peak_memory
-from toolkit.spec import Count, Positive, RunConfig, SpecError
+from toolkit.spec import Count, NonNegative, Positive, RunConfig, SpecError
 
 CLAIMS = ("C05", "C08")
 CLAIM_FIGURES = {"C05": "compute_to_target", "C08": "gradient_noise"}
@@ -99,13 +116,19 @@ class Config(RunConfig):
     batch_size: int = 100  # ≥ N (4,000 on MNIST-1D) is full-batch gradient descent
     # "fixed": base_lr for every B; "scaled": base_lr·B/reference_batch
     lr_policy: Literal["fixed", "scaled"] = "fixed"
-    # "epochs": budget_epochs for all; "steps": budget_steps for all
-    budget: Literal["epochs", "steps"] = "epochs"
+    # "epochs": budget_epochs for all; "steps": budget_steps for all; "matched": stop
+    # at matched_target (full-train CE) within max(matched_min_epochs, matched_max_steps)
+    budget: Literal["epochs", "steps", "matched"] = "epochs"
     # fixed: the protocol
     base_lr: Positive = 0.05
     reference_batch: Count = 100  # the lr anchor, and the SGD batch the verdicts compare with GD
     budget_epochs: Count = 40
     budget_steps: Count = 160  # must be a whole number of epochs at every batch size
+    matched_target: NonNegative = 1.0  # the matched arm stops at this full-train CE
+    matched_min_epochs: Count = 40  # matched cap: max(min epochs, max steps) …
+    matched_max_steps: Count = 1600  # … at the fixed lr;
+    matched_scaled_max_steps: Count = 200  # at the scaled lr (GD's step is 40× larger)
+    matched_history_points: Count = 200  # evaluations (stop checks) of a matched run
     widths: tuple[int, ...] = (100, 100)
     optimizer: str = "sgd"
     momentum: float = 0.0  # plain SGD / GD
@@ -114,12 +137,20 @@ class Config(RunConfig):
     DERIVED: ClassVar[dict[str, str]] = {
         "learning_rate": "set base_lr, lr_policy or reference_batch instead",
         "epochs": "set budget, budget_epochs or budget_steps instead",
+        "stop_train_loss": "set budget or matched_target instead",
     }
 
     def run_epochs(self) -> int:
         if self.budget == "epochs":
             return self.budget_epochs
         per_epoch = -(-len(datasets.load(self.dataset).y_train) // self.batch_size)
+        if self.budget == "matched":
+            cap = (
+                self.matched_max_steps
+                if self.lr_policy == "fixed"
+                else self.matched_scaled_max_steps
+            )
+            return max(self.matched_min_epochs, -(-cap // per_epoch))
         epochs, rest = divmod(self.budget_steps, per_epoch)
         if rest or not epochs:
             raise SpecError(
@@ -129,23 +160,39 @@ class Config(RunConfig):
         return epochs
 
     def cohort_spec(self) -> CohortSpec:
-        if self.budget not in ("epochs", "steps") or self.lr_policy not in ("fixed", "scaled"):
-            raise SpecError("budget must be epochs|steps and lr_policy fixed|scaled")
+        if self.budget not in ("epochs", "steps", "matched") or self.lr_policy not in (
+            "fixed",
+            "scaled",
+        ):
+            raise SpecError("budget must be epochs|steps|matched and lr_policy fixed|scaled")
         spec = super().cohort_spec()
-        return CohortSpec(**{**spec.__dict__, "epochs": self.run_epochs()})
+        points = self.matched_history_points if self.budget == "matched" else spec.history_points
+        return CohortSpec(
+            **{**spec.__dict__, "epochs": self.run_epochs(), "history_points": points}
+        )
 
     def hparams(self) -> dict[str, float]:
         scale = self.batch_size / self.reference_batch if self.lr_policy == "scaled" else 1.0
-        return {**super().hparams(), "learning_rate": self.base_lr * scale}
+        target = self.matched_target if self.budget == "matched" else 0.0
+        return {
+            **super().hparams(),
+            "learning_rate": self.base_lr * scale,
+            "stop_train_loss": target,
+        }
 
 
 # Batch size first: cohorts (one per batch size × epoch count) then train in order of B,
-# so a device's running peak memory, read after each cohort, follows B.
-GRID = {
-    "batch_size": [25, 100, 400, 1000, 4000],
-    "budget": ["epochs", "steps"],
-    "lr_policy": ["fixed", "scaled"],
-}
+# so a device's running peak memory, read after each cohort, follows B. The matched arm
+# runs only the two batch sizes its rows compare: the reference SGD batch and GD.
+BATCHES = [25, 100, 400, 1000, 4000]
+MATCHED_BATCHES = (100, 4000)
+GRID = [
+    {"batch_size": b, "budget": budget, "lr_policy": policy}
+    for b in BATCHES
+    for budget in ("epochs", "steps", "matched")
+    for policy in ("fixed", "scaled")
+    if budget != "matched" or b in MATCHED_BATCHES
+]
 
 PROFILES = {
     "quick": {
@@ -155,10 +202,29 @@ PROFILES = {
         "budget_steps": 8,  # B = 1,000: 2 epochs (one cohort with the epochs budget); GD: 8
         "reference_batch": 1000,
         "history_points": 8,
-        "grid": {"batch_size": [1000, 4000], "budget": ["epochs", "steps"], "lr_policy": ["fixed"]},
+        "matched_target": 2.2,
+        "matched_min_epochs": 2,
+        "matched_max_steps": 8,
+        "matched_scaled_max_steps": 8,
+        "matched_history_points": 8,
+        "grid": {
+            "batch_size": [1000, 4000],
+            "budget": ["epochs", "steps", "matched"],
+            "lr_policy": ["fixed"],
+        },
     },
     "default": {"seeds": 10},
-    "paper": {"seeds": 20, "budget_epochs": 100, "budget_steps": 1600, "history_points": 200},
+    "paper": {
+        "seeds": 20,
+        "budget_epochs": 100,
+        "budget_steps": 1600,
+        "history_points": 200,
+        "matched_target": 0.6,
+        "matched_min_epochs": 100,
+        "matched_max_steps": 4000,
+        "matched_scaled_max_steps": 1000,
+        "matched_history_points": 800,
+    },
 }
 
 
@@ -234,6 +300,7 @@ def _frame(results: ResultsFolder) -> pd.DataFrame:
     frame["is_gd"] = frame["steps_per_epoch"] == 1
     frame["compute"] = frame["steps"] * frame["batch_size"]  # gradient evaluations
     frame["diverged"] = frame["diverged"].astype(bool)
+    frame["at_target"] = frame["stopped_epoch"] >= 0  # matched arm: stopped at the target
     return frame
 
 
@@ -291,15 +358,11 @@ def _memory_table(results: ResultsFolder) -> pd.DataFrame:
 
 
 POLICIES = ("fixed", "scaled")
-#: budget, policy → what the comparison matches, by design: at equal epochs GD takes N/B×
-#: fewer steps; at equal steps with the lr held, GD and SGD have the same expected step.
-MATCHED = {
-    ("epochs", "fixed"): "unmatched train loss",
-    ("epochs", "scaled"): "unmatched train loss",
-    ("steps", "fixed"): "near-matched train loss",
-    ("steps", "scaled"): "unmatched train loss (GD's lr N/B× SGD's)",
-}
-LANDING = "Compared at train loss GD {gd_loss:.3f} vs SGD {sgd_loss:.3f} (n = {n}): "
+LANDING = (
+    "Stopped at train CE ≤ {target:g}: GD {gd_loss:.3f} vs SGD {sgd_loss:.3f} (means), after "
+    "{gd_steps:.0f} vs {sgd_steps:.0f} steps (n = {n}; GD reached it in {gd_reached}, SGD in "
+    "{sgd_reached}): "
+)
 
 TESTS = [
     Test(
@@ -322,9 +385,8 @@ TESTS = [
         "SGD reaches a given training loss with less compute than GD at the same lr",
         "greater", math.log10(2), "the primary's bar",
         "Seeds where both reached the target: {n} of {planned}; GD reached it in {gd_reached} "
-        "seeds (budget {gd_budget:,} evaluations). Where GD never reached it, the ratio is at "
-        "least {bound:.1f}× (its budget over SGD's need: a lower bound, biased towards "
-        "'cheaper' being understated).",
+        "seeds (budget {gd_budget:,} evaluations); GD / SGD = {factor:.1f}× [{factor_low:.1f}, "
+        "{factor_high:.1f}].{bound_note}",
         condition="fixed lr",
     ),
     *[
@@ -341,23 +403,26 @@ TESTS = [
     ],
     *[
         test
-        for (budget, policy), matched in MATCHED.items()
+        for policy in POLICIES
         for test in (
             Test(
-                f"flat_{budget}_{policy}", "C05", "secondary", "log_ratio",
-                "log10(λ_max GD / λ_max SGD (B = reference)), per seed",
-                "SGD lands in flatter minima than full-batch GD (lower top Hessian eigenvalue)",
+                f"flat_matched_{policy}", "C05", "secondary", "log_ratio",
+                "log10(λ_max GD / λ_max SGD (B = reference)) at matched train loss, per seed",
+                "SGD lands in flatter regions than full-batch GD (lower top Hessian "
+                "eigenvalue) when both stop at the same training loss",
                 "greater", 0.0, "exploratory: the direction Keskar et al. report",
-                LANDING + "λ_max GD/SGD = 10^{estimate:.2f} [10^{low:.2f}, 10^{high:.2f}].",
-                condition=f"equal {budget}, {policy} lr: {matched}",
+                LANDING + "λ_max GD/SGD = 10^{estimate:.2f} [10^{low:.2f}, 10^{high:.2f}] "
+                "(GD {gd_lambda:.2f}, SGD {sgd_lambda:.2f}; 2/lr of GD {edge:.3g}).",
+                condition=f"matched train loss, {policy} lr",
             ),
             Test(
-                f"acc_{budget}_{policy}", "C05", "secondary", "paired_difference",
-                "SGD (B = reference) − GD test accuracy, per seed",
-                "SGD generalizes better than full-batch GD (higher test accuracy)",
+                f"acc_matched_{policy}", "C05", "secondary", "paired_difference",
+                "SGD (B = reference) − GD test accuracy at matched train loss, per seed",
+                "SGD generalizes better than full-batch GD (higher test accuracy) at the same "
+                "training loss",
                 "greater", 0.0, "exploratory: any SGD advantage is reported",
                 LANDING + "SGD − GD test accuracy {estimate:+.2%} [{low:+.2%}, {high:+.2%}].",
-                condition=f"equal {budget}, {policy} lr: {matched}",
+                condition=f"matched train loss, {policy} lr",
             ),
         )
     ],
@@ -407,24 +472,38 @@ def analyze(results: ResultsFolder) -> dict:
             gd_reached=f"{int(gd['reached'].sum())}/{len(gd)}",
             sgd_reached=f"{int(sgd['reached'].sum())}/{len(sgd)}",
             gd_budget=int(gd["compute"].max()) if len(gd) else 0,
-            bound=float(np.exp(np.log(bound).mean())) if len(bound) else np.nan,
+            bound_note=(
+                f" Where GD never reached it, the ratio is at least "
+                f"{float(np.exp(np.log(bound).mean())):.1f}× (its budget over SGD's need: a "
+                "lower bound, biased towards 'cheaper' being understated)."
+                if len(bound)
+                else ""
+            ),
         )
         part = frame[(frame["budget"] == "epochs") & (frame["lr_policy"] == policy)]
         diff, excluded, gd_loss, sgd_loss = paired(part, "final_train_loss")
         evidence[f"loss_epochs_{policy}"] = per_seed(
             diff, planned=seeds, excluded=excluded, gd_loss=gd_loss, sgd_loss=sgd_loss
         )
-    for budget, policy in MATCHED:
-        part = frame[(frame["budget"] == budget) & (frame["lr_policy"] == policy)]
-        *_, gd_loss, sgd_loss = paired(part, "final_train_loss")
-        losses = {"gd_loss": gd_loss, "sgd_loss": sgd_loss}
-        ratio, excluded, *_ = paired(part, "lambda_max", log=True)
-        evidence[f"flat_{budget}_{policy}"] = per_seed(
-            ratio, planned=seeds, excluded=excluded, **losses
+    for policy in POLICIES:
+        part = frame[(frame["budget"] == "matched") & (frame["lr_policy"] == policy)]
+        landing = _landing(part)
+        ratio, excluded, gd_lambda, sgd_lambda = paired(
+            part, "lambda_max", log=True, reached="at_target"
         )
-        diff, excluded, *_ = paired(part, "final_test_acc")
-        evidence[f"acc_{budget}_{policy}"] = per_seed(
-            -diff, planned=seeds, excluded=excluded, **losses
+        edge = 2 / part.loc[part["is_gd"], "learning_rate"].max() if len(part) else np.nan
+        evidence[f"flat_matched_{policy}"] = per_seed(
+            ratio,
+            planned=seeds,
+            excluded=excluded,
+            gd_lambda=gd_lambda,
+            sgd_lambda=sgd_lambda,
+            edge=edge,
+            **landing,
+        )
+        diff, excluded, *_ = paired(part, "final_test_acc", reached="at_target")
+        evidence[f"acc_matched_{policy}"] = per_seed(
+            -diff, planned=seeds, excluded=excluded, **landing
         )
     healthy, excluded = usable(frame)
     slopes = healthy.groupby("seed")["grad_var_slope"].mean().reindex(frame["seed"].unique())
@@ -436,6 +515,27 @@ def analyze(results: ResultsFolder) -> dict:
     )
     evidence["memory"] = _memory_evidence(results)
     return evidence
+
+
+def _landing(part: pd.DataFrame) -> dict:
+    """Where the matched arm's GD and reference-SGD runs stopped (runs at the target)."""
+    arms = part[part["is_gd"] | (part["batch_size"] == part["reference_batch"])]
+    ok, _ = usable(arms, "at_target")
+    means = ok.groupby("is_gd")[["final_train_loss", "steps"]].mean()
+    counts = arms.groupby("is_gd")["at_target"].agg(["sum", "size"])
+
+    def get(table, is_gd, column, default=np.nan):
+        return table.at[is_gd, column] if is_gd in table.index else default
+
+    return {
+        "target": float(arms["stop_train_loss"].max()) if len(arms) else np.nan,
+        "gd_loss": get(means, True, "final_train_loss"),
+        "sgd_loss": get(means, False, "final_train_loss"),
+        "gd_steps": get(means, True, "steps"),
+        "sgd_steps": get(means, False, "steps"),
+        "gd_reached": f"{get(counts, True, 'sum', 0)}/{get(counts, True, 'size', 0)}",
+        "sgd_reached": f"{get(counts, False, 'sum', 0)}/{get(counts, False, 'size', 0)}",
+    }
 
 
 def _memory_evidence(results: ResultsFolder):
@@ -463,7 +563,7 @@ def _memory_evidence(results: ResultsFolder):
 
 # ----- figures ---------------------------------------------------------------------------
 POLICY_COLORS = {"fixed": "C0", "scaled": "C1"}
-BUDGET_STYLES = {"epochs": "-", "steps": "--"}
+BUDGET_STYLES = {"epochs": "--", "steps": ":", "matched": "-"}
 
 
 def _batch_label(b: int, is_gd: bool) -> str:
@@ -477,7 +577,7 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     return [
         _loss_vs_compute(results, frame, out_dir, n),
         _compute_to_target_figure(results, out_dir, n),
-        _landing_figure(frame, out_dir, n),
+        _landing_figure(results, frame, out_dir, n),
         _noise_figure(frame, out_dir, n),
         _memory_figure(results, out_dir),
     ]
@@ -570,15 +670,16 @@ def _compute_to_target_figure(results, out_dir, n) -> Path:
     return fig.save(figure, out_dir, "compute_to_target")
 
 
-def _landing_figure(frame, out_dir, n) -> Path:
-    healthy, _ = usable(frame)
+def _landing_figure(results, frame, out_dir, n) -> Path:
+    # the matched arm's runs count only where they stopped at the target
+    healthy, dropped = usable(frame, (frame["budget"] != "matched") | frame["at_target"])
     panels = [
-        ("final_train_loss", "final train loss", "linear"),
-        ("lambda_max", "top Hessian eigenvalue", "log"),
-        ("final_test_acc", "test accuracy", "linear"),
+        ("final_train_loss", "final train loss", "linear", "full-train CE (final)"),
+        ("lambda_max", "top Hessian eigenvalue", "log", "λ_max (1,000 train examples)"),
+        ("final_test_acc", "test accuracy", "linear", "test accuracy (final)"),
     ]
     figure, axes = plt.subplots(1, 3, figsize=(11.5, 3.5))
-    for ax, (column, title, scale) in zip(axes, panels):
+    for ax, (column, title, scale, ylabel) in zip(axes, panels):
         for (policy, budget), part in healthy.groupby(["lr_policy", "budget"]):
             fig.band(
                 ax,
@@ -589,7 +690,8 @@ def _landing_figure(frame, out_dir, n) -> Path:
                 ls=BUDGET_STYLES.get(budget, "-"),
                 marker="o",
                 ms=3,
-                label=f"{policy} lr, equal {budget}",
+                label=f"{policy} lr, "
+                + ("matched loss" if budget == "matched" else f"equal {budget}"),
             )
         if column == "lambda_max":
             for policy, part in healthy.groupby("lr_policy"):
@@ -598,8 +700,8 @@ def _landing_figure(frame, out_dir, n) -> Path:
                     edge.index,
                     edge,
                     color=POLICY_COLORS.get(policy, "C2"),
-                    ls=":",
-                    lw=1,
+                    ls="-.",
+                    lw=0.8,
                     label=f"2/lr ({policy})",
                 )
         ax.set_xscale("log")
@@ -608,13 +710,31 @@ def _landing_figure(frame, out_dir, n) -> Path:
             ax.yaxis.set_major_formatter(mticker.ScalarFormatter())
             ax.yaxis.set_minor_formatter(mticker.NullFormatter())
         ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.set_xlabel("batch size (4,000 = full-batch GD)")
     handles, labels = axes[1].get_legend_handles_labels()
     figure.legend(
         handles, labels, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.1)
     )
+    evidence = analyze(results)
+    ratios = []
+    for policy in POLICIES:
+        ev = evidence[f"flat_matched_{policy}"]
+        if ev.interval.n >= 2:
+            est, (low, high) = ev.interval.estimate, ev.interval.ci()
+            word = "sharper" if low > 0 else "flatter" if high < 0 else "no different"
+            ratios.append(
+                f"{policy} lr GD {word}, {10**est:.3g}× [{10**low:.3g}, {10**high:.3g}] "
+                f"(n = {ev.interval.n} seeds)"
+            )
+    target = ev.extras["target"]
+    left_out = ", ".join(f"{v} {k}" for k, v in dropped.items())
     figure.suptitle(
-        f"Where SGD and GD land ({fig.BAND_NOTE}, n = {n}; diverged runs left out)", fontsize=10
+        f"At the same train loss (CE ≤ {target:g}, solid lines), λ_max of GD / SGD (B = "
+        f"{int(frame['reference_batch'].iloc[0])}): " + "; ".join(ratios) + "\n"
+        f"equal epochs (dashed) and equal steps (dotted) stop at different losses "
+        f"({fig.BAND_NOTE}, n = {n} seeds" + (f"; left out: {left_out}" if left_out else "") + ")",
+        fontsize=9,
     )
     return fig.save(figure, out_dir, "sgd_vs_gd")
 
