@@ -44,7 +44,8 @@ not order runs as λ_max does); a 2-D filter-normalized slice for seed 0.
 
 Cost: default profile (5 batch sizes × 2 policies × 10 seeds = 100 runs, 8 cohorts,
 456,400 optimizer steps, 36,700 run-epochs, most of them the fixed-lr full-batch runs)
-≈ 5 minutes on a 2-core CPU (measured time in the README); a minute on one GPU. Paper
+6.6 CPU-minutes measured (user time; 19.5 min wall on a 2-core CPU shared at load ~14,
+so ~3.5–6.5 min when run alone; the 80-iteration Lanczos adds ~0.2–0.3 CPU-s per run). Paper
 profile: 20 seeds and the equal-epoch arm (400 runs). Quick profile: seconds.
 
 Primary (C18): per seed, Kendall τ between λ_max and the train − test accuracy gap over
