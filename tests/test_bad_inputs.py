@@ -364,15 +364,16 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(monkeypatc
 
 # ----- figures with nothing to show ----------------------------------------------------
 def test_sharp_flat_figures_tolerate_a_subset_without_usable_runs(tmp_path):
-    """`--set budget=matched --set lr_policy=fixed --set batch_size=4000`: no run of the
-    subset reaches the target loss, so there is nothing to draw (no IndexError)."""
+    """A subset (matched budget, scaled lr, B = 4000, seed 1: a run that did not reach
+    the target loss) has no usable run, so there is nothing to draw (no IndexError)."""
     shipped = ROOT / "results" / "exp_sharp_flat" / "default"
     folder = tmp_path / "results" / "exp_sharp_flat" / "default"
     folder.mkdir(parents=True)
     shutil.copy(shipped / "meta.json", folder)
     summary = pd.read_csv(shipped / "summary.csv")
-    keep = (summary["budget"] == "matched") & (summary["lr_policy"] == "fixed")
-    summary = summary[keep & (summary["batch_size"] == 4000) & (summary["seed"] == 0)]
+    keep = (summary["budget"] == "matched") & (summary["lr_policy"] == "scaled")
+    summary = summary[keep & (summary["batch_size"] == 4000) & (summary["seed"] == 1)]
+    assert (summary["stopped_epoch"] < 0).all()  # the premise: it never reached the target
     summary.to_csv(folder / "summary.csv", index=False)
     for name in ("history", "slices", "contours"):
         table = pd.read_csv(shipped / f"{name}.csv")
