@@ -34,6 +34,15 @@ no separate random-feature baseline is added):
   a random unit spread over the pixels in proportion to the data: ``w = √var(x)·z``,
   ``z ~ N(0, I)`` (1,000 draws). On MNIST the border pixels are always 0, get no
   gradient and keep their initial weights, so ``Δw`` is the cleaner read-out.
+- First-layer CNN kernels on MNIST (``cnn2d``: 8 kernels of 5×5 on one input channel),
+  every kernel of every seed at init, trained and their change ``Δw`` (table
+  ``kernels``): two edge/stroke statistics fixed before the run — *smoothness*, the
+  lag-1 spatial autocorrelation of the centered kernel (i.i.d. random kernels: −1/24 ≈
+  −0.04; stroke and edge detectors are coherent at the pixel scale), and *edge share*,
+  the fraction of the centered kernel's energy explained by the best oriented ramp
+  ``a·x + b·y`` (the Prewitt edge operator is such a ramp; i.i.d.: 2/24 ≈ 0.083). On a
+  5×5 kernel "localized" is trivially true, so the filter claim is tested on a CNN by
+  these two (figure ``kernel_structure``; seed 0's kernels in ``filters_kernels``).
 - Linear CKA (Gram form, first 500 test examples) between every pair of layers at
   init and trained, and between each layer at epoch t and the same layer at the
   end, at t = 0, T/12, T/2, T. Checkpoints come from the engine: in ``measure``
@@ -50,13 +59,16 @@ Tests (``TESTS``; per seed, t-intervals over seeds): the C09 primary is the slop
 probe test accuracy on the index of the *hidden* layers (the raw input is not a
 layer; pp per layer, > 1 pp) of the trained MNIST-1D MLP. Secondary: the same slope in
 the other settings, at init, and trained − init; localization of trained vs initial
-weights and of ``Δw`` vs the null (MLPs); the slope of settling progress on depth
+weights and of ``Δw`` vs the null (MLPs); smoothness and edge share of the MNIST CNN's
+first-layer kernels, trained − init paired by seed; the slope of settling progress on depth
 (< 0: lower layers settle first; Zeiler & Fergus, beyond the article).
 
 Cost: default profile (4 settings × 10 seeds = 40 runs, 4 cohorts, and 2 checkpoint
 trainings per cohort inside ``measure``) 4 min 51 s wall on the 2-core CPU under light
 load from other jobs (load average ~1.5; 474 s of CPU time at 162%; measured with
-``time toolkit run exp_representations --seeds 10``). The CNNs dominate (XLA's CPU
+``time toolkit run exp_representations --seeds 10``); the retrain with the kernel
+statistics took 417 s of CPU time (6 min 57 s; 30 min 47 s wall under load average
+12–15 from other jobs): the added measurement costs nothing visible. The CNNs dominate (XLA's CPU
 convolutions under vmap are slow: 1-D CNN 15 s, 2-D CNN 26 s of training), then the
 compilations of the checkpoint cohorts and the probes (300 steps on 3,000–4,000
 examples × up to 1,568 features, 20 per layer). Paper profile (20 seeds, twice the
@@ -198,6 +210,34 @@ def localization(weights_UxD: np.ndarray, window: int, side: int | None = None) 
         sums = (sums + c[:, :-window, :-window]).reshape(len(energy), -1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, sums.max(axis=1) / total, np.nan)
+
+
+def kernel_structure(weights_RxUxD: np.ndarray, side: int) -> dict[str, np.ndarray]:
+    """Edge/stroke structure of square single-channel kernels (``side × side``), per kernel.
+
+    ``smoothness``: lag-1 spatial autocorrelation of the centered kernel (mean product of
+    horizontally and vertically adjacent weights over the mean square); an i.i.d. random
+    kernel has ≈ −1/(k²−1) (−0.04 for 5×5), a stroke or edge detector is coherent at the
+    pixel scale (→ 1). ``edge``: share of the centered kernel's energy explained by the best
+    oriented ramp ``a·x + b·y`` (the Prewitt edge operator is such a ramp); i.i.d. random
+    kernels have 2/(k²−1) (0.083 for 5×5) in expectation.
+    """
+    w = np.asarray(weights_RxUxD, np.float64)
+    w = w.reshape(*w.shape[:-1], side, side)
+    c = w - w.mean(axis=(-2, -1), keepdims=True)
+    energy = (c**2).sum(axis=(-2, -1))
+    pairs = (c[..., 1:, :] * c[..., :-1, :]).sum(axis=(-2, -1))
+    pairs = pairs + (c[..., :, 1:] * c[..., :, :-1]).sum(axis=(-2, -1))
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    ramp = (c * xx).sum(axis=(-2, -1)) ** 2 / (xx**2).sum()
+    ramp = ramp + (c * yy).sum(axis=(-2, -1)) ** 2 / (yy**2).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "smoothness": np.where(
+                energy > 0, (pairs / (2 * side * (side - 1))) / (energy / side**2), np.nan
+            ),
+            "edge": np.where(energy > 0, ramp / energy, np.nan),
+        }
 
 
 def _first_kernel(params) -> np.ndarray:
@@ -371,6 +411,16 @@ def measure(trained) -> dict:
             for u in range(w_init.shape[1]):
                 values_u = {k: float(v[r, u]) for k, v in loc.items()}
                 unit_rows.append(trained.row(r, unit=u, **values_u, null=null))
+    kernel_rows = []
+    side = math.isqrt(w_init.shape[2])
+    if cohort.spec.model == "cnn2d" and side * side == w_init.shape[2]:  # one input channel
+        by_state = (("init", w_init), ("trained", w_final), ("delta", w_final - w_init))
+        structure = {state: kernel_structure(w, side) for state, w in by_state}
+        for r in range(len(runs)):
+            for u in range(w_init.shape[1]):
+                for state, stats in structure.items():
+                    values_k = {k: float(v[r, u]) for k, v in stats.items()}
+                    kernel_rows.append(trained.row(r, unit=u, state=state, **values_k))
     for r, run in enumerate(runs):
         if run.seed != 0:
             continue
@@ -388,6 +438,7 @@ def measure(trained) -> dict:
         "cka_training": pd.DataFrame(time_rows),
         "localization": pd.DataFrame(unit_rows),
         "filters": pd.DataFrame(filter_rows),
+        "kernels": pd.DataFrame(kernel_rows),
     }
 
 
@@ -445,6 +496,24 @@ def _tests(setting: tuple[str, str]) -> list[Test]:
                  "What training adds (Δw) is more localized than a random unit shaped by the "
                  "data", "greater", 0.0, EXPLORATORY, f"Localization of Δw is {ci3} above the "
                  "null ({null:.3f}); Δw: {delta:.3f}.", first),
+        ]
+    if setting[1] == "cnn2d":
+        kernels = f"{name}, first-layer 5×5 kernels"
+        tests += [
+            Test(f"kernel_smoothness_{key}", "C09", "secondary", "paired_difference",
+                 "mean over first-layer kernels of the lag-1 spatial autocorrelation, trained "
+                 "− initial", "First-layer CNN kernels become spatially coherent (stroke/edge-"
+                 "like) through training, unlike at init", "greater", 0.0, EXPLORATORY,
+                 f"Smoothness changes {ci3} from {{init:.3f}} at init (i.i.d. kernels: "
+                 "{null_smooth:.3f}) to {trained:.3f}; what training adds (Δw) has "
+                 "{delta:.3f}.", kernels),
+            Test(f"kernel_edge_{key}", "C09", "secondary", "paired_difference",
+                 "mean over first-layer kernels of the energy share of the best oriented ramp "
+                 "(an edge operator), trained − initial",
+                 "First-layer CNN kernels become oriented edge detectors through training",
+                 "greater", 0.0, EXPLORATORY,
+                 f"The ramp (edge) share changes {ci3} from {{init:.3f}} at init (i.i.d. "
+                 "kernels: {null_edge:.3f}) to {trained:.3f}; Δw: {delta:.3f}.", kernels),
         ]
     return tests
 # fmt: on
@@ -517,6 +586,19 @@ def analyze(results: ResultsFolder) -> dict:
             common.update({c: float(runs[c].mean()) for c in runs.columns})
             evidence[f"localization_{key}"] = per_seed(runs["trained"] - runs["init"], **common)
             evidence[f"delta_localization_{key}"] = per_seed(runs["delta"] - runs["null"], **common)
+        if setting[1] == "cnn2d":
+            k, common = _runs(results, results.table("kernels"), setting)
+            if k.empty:
+                continue
+            side = 5  # cnn2d's first kernel
+            for stat, null in (("smoothness", -1 / (side**2 - 1)), ("edge", 2 / (side**2 - 1))):
+                runs = k.pivot_table(index="seed", columns="state", values=stat)
+                evidence[f"kernel_{stat}_{key}"] = per_seed(
+                    runs["trained"] - runs["init"],
+                    **common,
+                    **{c: float(runs[c].mean()) for c in runs.columns},
+                    **{f"null_{stat.replace('smoothness', 'smooth')}": null},
+                )
     return evidence
 
 
@@ -534,11 +616,23 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
 
     paths = [_probe_figure(results, table("probes"), kept, out_dir)]
     paths.append(_cka_matrices(table("cka_layers"), out_dir))
-    paths.append(_cka_training(progress(table("cka_training")), out_dir))
-    filters = table("filters")
+    paths.append(_cka_training(progress(table("cka_training")), out_dir, analyze(results)))
+    kernels, finding = table("kernels"), ""
+    if not kernels.empty:
+        evidence = analyze(results)
+        finding = _kernel_finding(evidence, fig.n_seeds(kernels), kernels["unit"].nunique())
+        paths.append(_kernel_figure(kernels, out_dir, finding))
+    filters, units = table("filters"), table("localization")
+    loc_note = ""
+    mnist_units = units[units["dataset"] == "mnist5k"] if not units.empty else units
+    if not mnist_units.empty:
+        runs = mnist_units.groupby("seed")[["delta", "null"]].mean()
+        loc_note = (
+            f"7×7-window share of Δw {runs['delta'].mean():.3f} vs null "
+            f"{runs['null'].mean():.3f}, n = {len(runs)} seeds"
+        )
     if not filters.empty:
-        paths += _filter_figures(filters, out_dir)
-    units = table("localization")
+        paths += _filter_figures(filters, out_dir, finding, loc_note)
     if not units.empty:
         paths.append(_localization_figure(units, out_dir))
     return paths
@@ -607,11 +701,22 @@ def _cka_matrices(table: pd.DataFrame, out_dir: Path) -> Path:
             ax.set_title(f"{_setting(dataset, model)}, {state}", fontsize=8)
     figure.colorbar(shown, ax=axes, label="linear CKA", shrink=0.6)
     n = fig.n_seeds(table)
-    figure.suptitle(f"CKA between layers (mean over n = {n} seeds; in = input)", fontsize=10)
+    last = table[(table["layer_a"] == 0) & (table["layer_b"] == table["layer_b"].max())]
+    means = last.groupby(["dataset", "model", "state"])["cka"].mean()
+    change = "; ".join(
+        f"{_setting(d, m)} {means[(d, m, 'init')]:.2f} → {means[(d, m, 'trained')]:.2f}"
+        for d, m in panels
+        if (d, m, "init") in means and (d, m, "trained") in means
+    )
+    figure.suptitle(
+        f"CKA between layers (mean over n = {n} seeds; in = input). CKA of the input with "
+        f"the last hidden layer, init → trained:\n{change}",
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, "cka_between_layers")
 
 
-def _cka_training(table: pd.DataFrame, out_dir: Path) -> Path:
+def _cka_training(table: pd.DataFrame, out_dir: Path, evidence: dict) -> Path:
     panels = _panels(table)
     figure, axes = plt.subplots(
         2, len(panels), figsize=(3.1 * len(panels), 5.6), squeeze=False, sharey="row"
@@ -629,18 +734,31 @@ def _cka_training(table: pd.DataFrame, out_dir: Path) -> Path:
     axes[1, 0].set_ylabel("settling progress\n(CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T))")
     axes[0, 0].legend(fontsize=7)
     n = fig.n_seeds(table)
-    figure.suptitle(f"Which layers settle first ({fig.BAND_NOTE}, n = {n})", fontsize=10)
+    slopes = []
+    for dataset, model in panels:
+        ev = evidence.get(f"settling_{dataset}_{model}")
+        if ev is not None:
+            low, high = ev.interval.ci()
+            slopes.append(
+                f"{_setting(dataset, model)} {ev.interval.estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
+            )
+    figure.suptitle(
+        f"Which layers settle first ({fig.BAND_NOTE}, n = {n}). Slope of settling progress on "
+        "depth (< 0: lower layers first):\n" + "; ".join(slopes),
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, "cka_over_training")
 
 
 def _symmetric(ax, image, title: str, **kwargs):
     limit = float(np.nanmax(np.abs(image))) or 1.0
-    ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit, **kwargs)
+    shown = ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit, **kwargs)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
     if title:
         ax.set_title(title, fontsize=7)
+    return shown
 
 
 def _weights(filters: pd.DataFrame, dataset: str, model: str, state: str) -> np.ndarray:
@@ -650,7 +768,9 @@ def _weights(filters: pd.DataFrame, dataset: str, model: str, state: str) -> np.
     return part.pivot_table(index="unit", columns="position", values="weight").to_numpy()
 
 
-def _filter_figures(filters: pd.DataFrame, out_dir: Path) -> list[Path]:
+def _filter_figures(
+    filters: pd.DataFrame, out_dir: Path, finding: str, loc_note: str = ""
+) -> list[Path]:
     paths = []
     present = set(zip(filters["dataset"], filters["model"]))
     if ("mnist5k", "mlp") in present:
@@ -672,7 +792,9 @@ def _filter_figures(filters: pd.DataFrame, out_dir: Path) -> list[Path]:
                 _symmetric(ax, weights[u].reshape(28, 28), f"{label}, unit {u}")
         figure.suptitle(
             "MNIST-5k MLP, first-layer weights of units 0–"
-            f"{units - 1} (seed 0; red +, blue −, each image scaled to its own max |w|)",
+            f"{units - 1} (seed 0; red +, blue −, each image scaled to its own max |w|).\n"
+            "What training adds (Δw) is smooth, spatially coherent stroke and blob templates; "
+            + loc_note,
             fontsize=9,
         )
         paths.append(fig.save(figure, out_dir, "filters_mnist5k_mlp"))
@@ -689,10 +811,12 @@ def _filter_figures(filters: pd.DataFrame, out_dir: Path) -> list[Path]:
                 ax = axes[row, col]
                 title = f"{_setting(dataset, model)}, {state}"
                 if model == "cnn2d":
-                    _symmetric(ax, _mosaic(weights, per_row=4), f"{title}: {len(weights)} kernels")
+                    shown = _symmetric(
+                        ax, _mosaic(weights, per_row=4), f"{title}: {len(weights)} kernels"
+                    )
                 else:
                     what = "kernels" if model == "cnn" else "units"
-                    _symmetric(
+                    shown = _symmetric(
                         ax,
                         weights,
                         f"{title}: {len(weights)} {what} × {weights.shape[1]} inputs",
@@ -700,12 +824,70 @@ def _filter_figures(filters: pd.DataFrame, out_dir: Path) -> list[Path]:
                     )
                     ax.set_ylabel(what)
                     ax.set_xlabel("kernel tap" if model == "cnn" else "input position")
+                figure.colorbar(shown, ax=ax, shrink=0.85, label="weight")
         figure.suptitle(
-            "First-layer kernels and weights (seed 0; red +, blue −, symmetric color scale)",
+            f"First-layer kernels and weights of seed 0 (red +, blue −; each panel on its own "
+            f"symmetric scale).\n{finding}",
             fontsize=9,
         )
         paths.append(fig.save(figure, out_dir, "filters_kernels"))
     return paths
+
+
+KERNEL_KEY = "mnist5k_cnn2d"
+KERNEL_LABELS = {
+    "smoothness": "lag-1 spatial autocorrelation",
+    "edge": "energy share of the best oriented ramp",
+}
+
+
+def _kernel_finding(evidence: dict, n: int, kernels: int) -> str:
+    parts = []
+    for stat, label in (("smoothness", "smoothness"), ("edge", "edge (ramp) share")):
+        ev = evidence.get(f"kernel_{stat}_{KERNEL_KEY}")
+        if ev is None:
+            continue
+        low, high = ev.interval.ci()
+        parts.append(
+            f"{label} {ev.extras['init']:.2f} → {ev.extras['trained']:.2f} "
+            f"(Δ {ev.interval.estimate:+.3f} [{low:+.3f}, {high:+.3f}])"
+        )
+    head = f"MNIST-5k CNN, {kernels} first-layer kernels at init → trained, n = {n} seeds: "
+    return head + "; ".join(parts)
+
+
+def _kernel_figure(kernels: pd.DataFrame, out_dir: Path, finding: str) -> Path:
+    """Per seed: mean kernel smoothness and edge share at init, trained, and of Δw."""
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    side = 5
+    nulls = {"smoothness": -1 / (side**2 - 1), "edge": 2 / (side**2 - 1)}
+    states = [("init", "C1"), ("trained", "C0"), ("delta", "C2")]
+    for ax, (stat, label) in zip(axes, KERNEL_LABELS.items()):
+        per_run = kernels.pivot_table(index="seed", columns="state", values=stat)
+        for x, (state, color) in enumerate(states):
+            values = per_run[state].to_numpy()
+            ax.scatter(np.full(len(values), x), values, s=12, color=color, alpha=0.7)
+            ax.errorbar(
+                x + 0.2,
+                values.mean(),
+                yerr=1.96 * values.std(ddof=1) / np.sqrt(len(values)),
+                marker="o",
+                color="k",
+                capsize=3,
+            )
+        for a, b in zip(per_run["init"], per_run["trained"]):
+            ax.plot([0, 1], [a, b], color="0.7", lw=0.6, zorder=0)
+        ax.axhline(nulls[stat], color="k", ls=":", lw=1, label="i.i.d. random 5×5 kernel")
+        ax.set_xticks(range(len(states)), ["init", "trained", "change Δw"])
+        ax.set_ylabel(f"{label}\n(mean over {kernels['unit'].nunique()} kernels)")
+        ax.set_xlabel("first-layer weights")
+    axes[0].legend(fontsize=7)
+    figure.suptitle(
+        f"{finding}\n(dots: seeds; black: mean ± 95% CI; lines pair a seed's init and trained)",
+        fontsize=8,
+    )
+    figure.tight_layout()
+    return fig.save(figure, out_dir, "kernel_structure")
 
 
 def _mosaic(weights: np.ndarray, per_row: int) -> np.ndarray:
@@ -742,5 +924,16 @@ def _localization_figure(units: pd.DataFrame, out_dir: Path) -> Path:
             f"{_setting(dataset, model)}: {len(part)} units, n = {fig.n_seeds(part)} seeds"
         )
     axes[0, 0].legend(fontsize=7)
-    figure.suptitle("Localization of first-layer units (all units of all seeds)", fontsize=10)
+    means = units.groupby(["dataset", "model"])[["init", "trained", "delta", "null"]].mean()
+    change = "; ".join(
+        f"{_setting(d, m)} {row['init']:.3f} → {row['trained']:.3f} (Δw {row['delta']:.3f}, "
+        f"null {row['null']:.3f})"
+        for (d, m), row in means.iterrows()
+    )
+    figure.suptitle(
+        "First-layer units become more localized than at init (all units of all seeds; mean "
+        f"share, init → trained):\n{change}",
+        fontsize=9,
+    )
+    figure.tight_layout()
     return fig.save(figure, out_dir, "localization")
