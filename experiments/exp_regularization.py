@@ -38,6 +38,12 @@ compilation, measurement, analysis and figures); well under a minute on one GPU.
 Quick profile: ~30 s (four compilations). Paper profile: the full 4 × 4 × 2 grid
 with (256, 256) MLPs, 100 epochs and 20 seeds (a GPU).
 
+C12 rows (re-analysis of the same grid): the primary compares dropout 0.3 with none;
+secondaries cover every rate of the grid (0.5 vs 0, 0.5 vs 0.3), dropout 0.3 on top
+of augmentation (vs augmentation alone), and "up to a point" as an interior optimum of
+test accuracy over the rates 0, 0.3, 0.5: per seed the smaller of acc(0.3) − acc(0) and
+acc(0.3) − acc(0.5), whose mean must be > 0 (both sides of the peak lower).
+
 Caveat of the 30-epoch budget: on MNIST-1D the runs with dropout or augmentation
 are still improving at epoch 30 (validation loss lowest at the last evaluation,
 train accuracy 60–80%), so part of their narrower gap is less fitting, not only
@@ -88,6 +94,7 @@ AUGMENTATION = {"mnist1d": "shift_noise", "mnist5k": "affine"}
 DATASET_NAMES = {"mnist1d": "MNIST-1D", "mnist5k": "MNIST-5k"}
 INVARIANCE_SEED = 15  # the fixed key of the transformed test sets
 DROPOUT_TESTED = 0.3  # C12's pre-registered comparison: this rate vs none
+DROPOUT_HIGHEST = 0.5  # C12's other rate: every rate of the grid gets its rows
 DECAY_TESTED = 1e-3  # C13: this weight decay vs none ...
 DECAY_LARGEST = 1e-2  # ... and this one for "too much underfits"
 UNDERFIT_MARGIN = 0.02  # C13: train accuracy at least this much below no weight decay
@@ -237,6 +244,62 @@ def _tests(dataset: str) -> list[Test]:
             "{base:.1%} without dropout.", condition=drop,
         ),
         Test(
+            f"dropout_gap_p5_{dataset}", "C12", "secondary", "paired_difference",
+            f"{GAP}, dropout {DROPOUT_HIGHEST:g} − none",
+            "Dropout reduces overfitting at the higher rate too", "less", 0.01, GAP_REASON,
+            gap + " without dropout; train accuracy by {train:+.1%}.",
+            condition=f"{name}, dropout {DROPOUT_HIGHEST:g} vs 0, no weight decay",
+        ),
+        Test(
+            f"dropout_acc_p5_{dataset}", "C12", "secondary", "paired_difference",
+            f"Δ final test accuracy, dropout {DROPOUT_HIGHEST:g} − none",
+            "Dropout raises test accuracy at the higher rate too", "greater", 0.0,
+            "exploratory: any gain in the predicted direction is reported",
+            "Test accuracy changes by {estimate:+.2%} [{low:+.2%}, {high:+.2%}] from "
+            "{base:.1%} without dropout.",
+            condition=f"{name}, dropout {DROPOUT_HIGHEST:g} vs 0, no weight decay",
+        ),
+        Test(
+            f"dropout_gap_more_{dataset}", "C12", "secondary", "paired_difference",
+            f"{GAP}, dropout {DROPOUT_HIGHEST:g} − {DROPOUT_TESTED:g}",
+            "A higher dropout rate narrows the gap further", "less", 0.0,
+            "exploratory: any narrowing in the predicted direction is reported",
+            "The accuracy gap changes by {estimate:+.1%} [{low:+.1%}, {high:+.1%}] from "
+            "{base:.1%} at dropout " + f"{DROPOUT_TESTED:g}; test accuracy by {{test:+.2%}}.",
+            condition=f"{name}, dropout {DROPOUT_HIGHEST:g} vs {DROPOUT_TESTED:g}, no weight decay",
+        ),
+        Test(
+            f"dropout_peak_{dataset}", "C12", "secondary", "paired_difference",
+            f"per seed min(acc(dropout {DROPOUT_TESTED:g}) − acc(0), acc({DROPOUT_TESTED:g}) − "
+            f"acc({DROPOUT_HIGHEST:g})), final test accuracy",
+            "Dropout improves test accuracy up to a point: an interior optimum over the rates "
+            f"0, {DROPOUT_TESTED:g}, {DROPOUT_HIGHEST:g}", "greater", 0.0,
+            "exploratory: both sides of the peak must be lower; the per-seed minimum is "
+            "conservative (a mean of minima)",
+            "Min of the two sides {estimate:+.2%} [{low:+.2%}, {high:+.2%}] ({n} seeds); test "
+            "accuracy by rate (0, " + f"{DROPOUT_TESTED:g}, {DROPOUT_HIGHEST:g}): {{by_rate}}; "
+            "best rate per seed: {best}.",
+            condition=f"{name}, dropout 0 / {DROPOUT_TESTED:g} / {DROPOUT_HIGHEST:g}, no weight "
+            "decay",
+        ),
+        Test(
+            f"dropout_aug_gap_{dataset}", "C12", "secondary", "paired_difference",
+            f"{GAP}, dropout {DROPOUT_TESTED:g} + augmentation − augmentation alone",
+            "Dropout reduces overfitting on top of augmentation", "less", 0.01, GAP_REASON,
+            gap + " with augmentation alone; train accuracy by {train:+.1%}.",
+            condition=f"{name}, {AUGMENTATION[dataset]} on, dropout {DROPOUT_TESTED:g} vs 0",
+        ),
+        Test(
+            f"dropout_aug_acc_{dataset}", "C12", "secondary", "paired_difference",
+            f"Δ final test accuracy, dropout {DROPOUT_TESTED:g} + augmentation − augmentation "
+            "alone", "Dropout raises test accuracy on top of augmentation", "greater", 0.0,
+            "exploratory: any gain in the predicted direction is reported",
+            "Test accuracy changes by {estimate:+.2%} [{low:+.2%}, {high:+.2%}] from "
+            "{base:.1%} with augmentation alone (train accuracy {train_base:.1%} → "
+            "{train_after:.1%}).",
+            condition=f"{name}, {AUGMENTATION[dataset]} on, dropout {DROPOUT_TESTED:g} vs 0",
+        ),
+        Test(
             f"decay_gap_{dataset}", "C13", role, "paired_difference", f"{GAP}, decay − none",
             "Weight decay reduces overfitting: it narrows the train–test accuracy gap", "less",
             0.01, GAP_REASON,
@@ -349,6 +412,13 @@ def _evidence(frame: pd.DataFrame, dataset: str, seeds: list) -> dict:
     dropout, decay = {"dropout": DROPOUT_TESTED}, {"weight_decay": DECAY_TESTED}
     largest, augment = {"weight_decay": DECAY_LARGEST}, {"augment": "on"}
     gap_0, acc_0 = base("final_gap_acc"), base("final_test_acc")
+    highest = {"dropout": DROPOUT_HIGHEST}
+    by_rate = pd.DataFrame(
+        {
+            rate: _select(frame, dataset, dropout=rate)["final_test_acc"]
+            for rate in (0.0, DROPOUT_TESTED, DROPOUT_HIGHEST)
+        }
+    )
     plain = _select(frame, dataset)
     gain = plain["best_test_acc"] - plain["final_test_acc"]
     part = frame[frame["dataset"] == dataset]
@@ -360,6 +430,34 @@ def _evidence(frame: pd.DataFrame, dataset: str, seeds: list) -> dict:
             train=mean_change("final_train_acc", dropout),
         ),
         f"dropout_acc_{dataset}": paired("final_test_acc", dropout, base=acc_0),
+        f"dropout_gap_p5_{dataset}": paired(
+            "final_gap_acc", highest, base=gap_0, train=mean_change("final_train_acc", highest)
+        ),
+        f"dropout_acc_p5_{dataset}": paired("final_test_acc", highest, base=acc_0),
+        f"dropout_gap_more_{dataset}": paired(
+            "final_gap_acc", highest, dropout, base=base("final_gap_acc", **dropout),
+            test=mean_change("final_test_acc", highest, dropout),
+        ),
+        f"dropout_peak_{dataset}": per_seed(
+            np.minimum(
+                _paired(frame, dataset, "final_test_acc", dropout),
+                _paired(frame, dataset, "final_test_acc", dropout, highest),
+            ).reindex(seeds),
+            by_rate=", ".join(f"{v:.1%}" for v in by_rate.mean()),
+            best=", ".join(f"{r:g}: {c}" for r, c in by_rate.idxmax(axis=1).value_counts()
+                           .reindex(by_rate.columns, fill_value=0).items()),
+        ),
+        f"dropout_aug_gap_{dataset}": paired(
+            "final_gap_acc", {**dropout, **augment}, augment,
+            base=base("final_gap_acc", **augment),
+            train=mean_change("final_train_acc", {**dropout, **augment}, augment),
+        ),
+        f"dropout_aug_acc_{dataset}": paired(
+            "final_test_acc", {**dropout, **augment}, augment,
+            base=base("final_test_acc", **augment),
+            train_base=base("final_train_acc", **augment),
+            train_after=base("final_train_acc", **dropout, **augment),
+        ),
         f"decay_gap_{dataset}": paired(
             "final_gap_acc", decay, base=gap_0, loss_gap=mean_change("final_gap_loss", decay),
             test=mean_change("final_test_acc", decay),
@@ -405,7 +503,7 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     ev = analyze(results)
     return [
         _gap_heatmaps(plain, names, n, out_dir, ev),
-        _regularizer_curves(frame, names, n, out_dir),
+        _regularizer_curves(frame, names, n, out_dir, ev),
         _weight_norms(plain, names, n, out_dir),
         _invariance(frame, names, n, out_dir, ev),
         _early_stopping(frame, names, n, out_dir, ev),
@@ -461,7 +559,7 @@ def _gap_heatmaps(plain, names, n, out_dir, ev) -> Path:
     return fig.save(figure, out_dir, "gap_heatmap")
 
 
-def _regularizer_curves(frame, names, n, out_dir) -> Path:
+def _regularizer_curves(frame, names, n, out_dir, ev) -> Path:
     figure, axes = plt.subplots(
         len(names), 2, figsize=(7.6, 3.0 * len(names)), squeeze=False, sharey="row"
     )
@@ -499,7 +597,22 @@ def _regularizer_curves(frame, names, n, out_dir) -> Path:
             ax.set_ylabel("test accuracy" if col == 0 else "")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
-    figure.suptitle(f"Test accuracy vs each regularizer ({fig.BAND_NOTE}, n = {n})", fontsize=10)
+    peak = "; ".join(
+        _stated(ev[f"dropout_peak_{d}"], f"{DATASET_NAMES[d]}")
+        for d in names
+        if f"dropout_peak_{d}" in ev
+    )
+    on_aug = "; ".join(
+        _stated(ev[f"dropout_aug_acc_{d}"], f"{DATASET_NAMES[d]}")
+        for d in names
+        if f"dropout_aug_acc_{d}" in ev
+    )
+    figure.suptitle(
+        f"Test accuracy vs each regularizer ({fig.BAND_NOTE}, n = {n}).\nC12 'up to a point' "
+        f"(dropout {DROPOUT_TESTED:g} above both 0 and {DROPOUT_HIGHEST:g}, smaller side): {peak}"
+        f".\nDropout {DROPOUT_TESTED:g} on top of augmentation, Δ test acc: {on_aug}",
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, "regularizers")
 
 
