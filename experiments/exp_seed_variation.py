@@ -2,7 +2,10 @@
 
 Command: ``toolkit run exp_seed_variation --seeds 10``
 
-MNIST-1D, MLP 40-h-h-10 (two ReLU hidden layers), h ∈ {16, 64, 256}. SGD + momentum
+MNIST-1D, MLP 40-h-h-10 (two ReLU hidden layers), h ∈ {16, 64, 256} for every
+variation, plus h = 512 with independent seeds only (the width where weight matching
+should bring the barrier closest to zero; the paper profile adds 1,024 and 2,048, too
+slow for the 2-core CPU: a 1,024-wide run is ~14× a 256-wide one). SGD + momentum
 0.9, lr 0.05, batch 100, 60 epochs (2,400 steps), no regularization. Three ways to
 vary a run (factor ``variation``), each over seeds 0 … S−1:
 
@@ -14,7 +17,9 @@ vary a run (factor ``variation``), each over seeds 0 … S−1:
 
 Per pair of runs of a condition (all S(S−1)/2 pairs, vmapped over pairs): relative L2
 distance and cosine of the flattened final weights, and the cosine of their
-displacements from init; on the 12,000 test inputs, argmax disagreement and the mean
+displacements from init, and the two baselines of the weight cosine: the cosine of the
+two runs' initial parameters (recomputed from each run's ``init`` key exactly as the
+engine draws them) and each run's init vs its own final weights; on the 12,000 test inputs, argmax disagreement and the mean
 symmetrized KL and JS divergence of the predictive distributions; linear CKA of each
 hidden layer's activations (2,000 test inputs; CKA ignores unit order, so alignment
 cannot change it). Per disjoint pair (0–1, 2–3, …): weight matching (Ainsworth et al.
@@ -24,25 +29,43 @@ test inputs) at 25 points on the straight line between the two solutions, raw an
 aligned; barrier = max along the path − mean of the endpoints. Per run: test accuracy
 of the ensemble of its condition's runs (all, seeds ≤ s, and all but s).
 
-Tests (``TESTS``; C20's primary: relative test-loss difference at the widest width,
-independent seeds, within 5%): means over all pairs get a studentized bootstrap over
+Tests (``TESTS``; C20's primary: relative test-loss difference at h = 256, the widest
+width with all three variations, independent seeds, within 5%). Secondaries per
+independent width: the weight cosine (|cos| < 0.2) and its excess over the cosine of the
+two inits (within ±0.2: training does not bring seeds together), reported beside the
+init-vs-final cosine of one seed; raw barrier > 0.1 nats; aligned barrier < 0.1 nats
+(figure ``barrier_vs_width`` names the first width whose CI gets below it). Means over all pairs get a studentized bootstrap over
 seeds (:func:`pair_mean`: pairs share seeds); barriers use the S/2 disjoint pairs as
 independent units; the ensemble gain, jackknife (leave-one-seed-out) pseudo-values.
 
 Hardware (the CPU-vs-GPU part of C20): final parameters of the ``independent`` runs
 (h ≤ 256) are saved as ``params/<run_id>.npz`` ('/'-joined Flax paths, float32). Run
 ids hash only the config and the seed, so the same command run on a GPU (with ``--out``
-elsewhere) can be diffed against the CPU folder with :func:`hardware_diff`. That
-comparison has not been run yet: the session that wrote this had no GPU time left.
+elsewhere) can be diffed against the CPU folder: ``python benchmarks/diff_params.py
+results/exp_seed_variation/default <gpu folder>`` (:func:`hardware_diff` per run,
+:func:`tensor_drift` per tensor: weight drift and loss agreement). Two CPU folders of
+the same command diff to exactly 0 (checked on the quick profile); the GPU side runs
+with the GPU issue.
 
 Pairs are formed among the runs trained in one invocation: growing ``--seeds`` on an
 existing folder pairs only the new seeds with each other, so use ``--force`` then.
 
-Cost: default profile (3 widths × 3 variations × 10 seeds = 90 runs, 3 cohorts):
-1 min 44 s – 2 min 52 s wall on a 2-core CPU shared with other jobs (two measured runs;
-h = 256 is 3/4 of it, measurements ~10% of it); the quick profile ~20 s, mostly
-compilation. Not yet timed on a GPU. Outputs: 4.2 MB of results (3.5 MB of them the
-30 parameter files) and 1.5 MB of figures.
+Cost: default profile (3 widths × 3 variations × 10 seeds + h = 512 × 10 independent
+seeds = 100 runs, 4 cohorts; 60 epochs = 2,400 SGD steps each, 240,000 steps in all):
+5 min 29 s wall (``time toolkit run exp_seed_variation --seeds 10 --force``: 2 min 40 s
+of CPU time, on the 2-core CPU under load average 4–10 from other jobs); of the
+cohorts' own timings, training h = 256 (30 runs) 90 s and h = 512 (10 runs) 84 s,
+measurement 69 s. The quick profile ~20 s unloaded, mostly compilation. Outputs:
+4.2 MB of results (3.5 MB of them the 30 parameter files) and 1.7 MB of figures.
+Not yet timed on a GPU; the paper profile (20 seeds, 100 epochs, widths to 2,048) is
+sized for one.
+
+The parameter diff on two CPU folders: the same command twice gives bitwise identical
+weights; the shipped folder trained before the engine ran CPU cohorts one run at a time
+(all runs vmapped) against this one — the same configs and seeds, only the float
+summation order differs — gives weights 5% apart at h = 256 (cos ≥ 0.995; up to 36%
+at h = 16) while the final train loss agrees to 1e-5 nats at h = 256: the drift the
+hardware part of C20 predicts, here from the layout alone.
 
 Expected (Fort et al. 2019, Frankle et al. 2020, Ainsworth et al. 2023): independent
 runs end near-orthogonal with similar test loss and a large raw barrier that weight
@@ -116,16 +139,27 @@ class Config(RunConfig):
 
 
 WIDTHS = [(16, 16), (64, 64), (256, 256)]
-GRID = {"widths": WIDTHS, "variation": list(VARIATIONS)}
+#: wider nets, independent seeds only: where weight matching may bring the barrier to ~0
+WIDE = [(512, 512)]
+PAPER_WIDE = [(512, 512), (1024, 1024), (2048, 2048)]
+
+
+def grid(widths: list, wide: list) -> list[dict]:
+    """Every variation at ``widths``; only independent seeds at ``wide``."""
+    points = [{"widths": w, "variation": v} for w in widths for v in VARIATIONS]
+    return points + [{"widths": w, "variation": "independent"} for w in wide]
+
+
+GRID = grid(WIDTHS, WIDE)
 
 PROFILES = {
     "quick": {
         "seeds": 4,
         "epochs": 2,
-        "grid": {"widths": [(8, 8), (16, 16)], "variation": list(VARIATIONS)},
+        "grid": grid([(8, 8), (16, 16)], [(32, 32)]),
     },
     "default": {"seeds": 10},
-    "paper": {"seeds": 20, "epochs": 100},
+    "paper": {"seeds": 20, "epochs": 100, "grid": grid(WIDTHS, PAPER_WIDE)},
 }
 
 
@@ -156,6 +190,10 @@ def _measure_fns(widths: tuple[int, ...], num_classes: int, activation: str, los
                 "displacement_cosine": alignment.cosine(
                     step(params_a, init_a), step(params_b, init_b)
                 ),
+                # the two baselines: the two inits, and each run's init vs its final weights
+                "init_cosine": alignment.cosine(init_a, init_b),
+                "init_final_cosine_a": alignment.cosine(init_a, params_a),
+                "init_final_cosine_b": alignment.cosine(init_b, params_b),
                 **alignment.predictive_divergences(logits_a, logits_b),
                 "cka": jnp.stack(
                     [alignment.linear_cka(a, b) for a, b in zip(features_a[1:], features_b[1:])]
@@ -297,10 +335,13 @@ def _ensembles(conditions, logits_RxNxK: np.ndarray, labels: np.ndarray) -> dict
 
 
 # ----- analysis -----------------------------------------------------------------------
-WIDEST = max(w[0] for w in WIDTHS)
+WIDEST = max(w[0] for w in WIDTHS)  # the widest width with all three variations: C20's primary
 #: (width, variation) → the statistics tested there ("aligned" only where matching moves units)
 CONDITIONS = {
-    **{(w, "independent"): ("cosine", "loss", "raw", "aligned") for (w, _) in WIDTHS},
+    **{
+        (w, "independent"): ("cosine", "excess", "loss", "raw", "aligned")
+        for (w, _) in WIDTHS + WIDE
+    },
     (WIDEST, "same_init"): ("cosine", "loss", "raw"),
     (WIDEST, "same_order"): ("cosine", "loss"),
 }
@@ -308,6 +349,10 @@ ORTHOGONAL = (
     "baseline: {baseline}; the displacements from init have cos {displacement:.2f}; after "
     "weight matching cos {aligned:.2f}; relative distance {distance:.2f} (orthogonal, equal "
     "norms: 1.41)"
+)
+BASELINES = (
+    "Baselines: the two random inits have cos {init_cos:.3f}; a run's init vs its own final "
+    "weights, cos {init_final:.3f} (SD {init_final_sd:.3f} over seeds): {inherited}"
 )
 
 
@@ -321,7 +366,14 @@ def _tests(width: int, variation: str, stats: tuple) -> list[Test]:
             "Runs end far apart in weight space: final weights near-orthogonal", "within",
             COSINE_TOL, "|cos| < 0.2: the two weight vectors share under 4% of their energy",
             "cos {estimate:.3f} [{low:.3f}, {high:.3f}] ({n} of {planned} seeds); "
-            + ORTHOGONAL + ".", where),
+            + ORTHOGONAL + ". " + BASELINES + ".", where),
+        "excess": Test(f"cosine_excess_{tag}", "C20", "secondary", "bootstrap",
+            "mean over seed pairs of cos(final_a, final_b) − cos(init_a, init_b)",
+            "Training does not bring independent seeds closer than their random inits were "
+            "(the baseline of near-orthogonality from initialization alone)", "within",
+            COSINE_TOL, "|Δcos| < 0.2, the same margin as near-orthogonality itself",
+            "Final minus initial cosine {estimate:+.3f} [{low:+.3f}, {high:+.3f}] ({n} of "
+            "{planned} seeds). " + BASELINES + ".", where),
         "loss": Test(f"loss_{tag}", "C20", role, "bootstrap",
             "mean over seed pairs of |Δ final test loss| / their mean test loss",
             "Different seeds reach a similar loss", "within", LOSS_TOL,
@@ -425,6 +477,38 @@ def _log_sd_ratio(batch: np.ndarray) -> np.ndarray:
         return np.log(sd[:, 1] / sd[:, 0])
 
 
+def init_final_cosines(pairs: pd.DataFrame) -> pd.Series:
+    """Per seed: the cosine between a run's initial and final weights (from its pairs)."""
+    if "init_final_cosine_a" not in pairs or pairs.empty:
+        return pd.Series(dtype=float)
+    a = pairs[["seed", "init_final_cosine_a"]].set_axis(["seed", "c"], axis=1)
+    b = pairs[["partner_seed", "init_final_cosine_b"]].set_axis(["seed", "c"], axis=1)
+    return pd.concat([a, b]).groupby("seed")["c"].first()
+
+
+def _baselines(pairs: pd.DataFrame, variation: str = "independent") -> dict:
+    per_seed_cos = init_final_cosines(pairs)
+    if per_seed_cos.empty:
+        nan = float("nan")
+        return {"init_cos": nan, "init_final": nan, "init_final_sd": nan, "inherited": "n/a"}
+    c = float(per_seed_cos.mean())
+    inherited = (
+        f"{c**2:.0%} of each final weight vector's energy lies along the shared init"
+        if variation == "same_init"
+        else f"{c**2:.0%} of each final weight vector's energy lies along its own init, so the "
+        "near-orthogonality of final weights is largely inherited from the random init"
+        if c**2 > 0.5
+        else f"only {c**2:.0%} of each final weight vector's energy lies along its own init, "
+        "so the final weights are not just their inits"
+    )
+    return {
+        "init_cos": float(pairs["init_cosine"].mean()),
+        "init_final": c,
+        "init_final_sd": float(per_seed_cos.std(ddof=1)) if len(per_seed_cos) > 1 else 0.0,
+        "inherited": inherited,
+    }
+
+
 def analyze(results: ResultsFolder) -> dict:
     frame, pairs, barriers, _ = _data(results)
     planned = results.summary()["seed"].nunique()
@@ -434,6 +518,7 @@ def analyze(results: ResultsFolder) -> dict:
         pick = lambda t: t[(t["width"] == width) & (t["variation"] == variation)]  # noqa: B023
         part, pp, bb = pick(frame), pick(pairs), pick(barriers)
         params = 40 * width + width + width * width + width + width * 10 + 10
+        baselines = _baselines(pp, variation)
         evidence[f"cosine_{tag}"] = pair_mean(
             sorted(part["seed"]),
             pp["seed"],
@@ -447,7 +532,17 @@ def analyze(results: ResultsFolder) -> dict:
             displacement=pp["displacement_cosine"].mean(),
             aligned=bb.loc[bb["alignment"] == "aligned", "cosine"].mean(),
             distance=pp["relative_distance"].mean(),
+            **baselines,
         )
+        if "init_cosine" in pp:
+            evidence[f"cosine_excess_{tag}"] = pair_mean(
+                sorted(part["seed"]),
+                pp["seed"],
+                pp["partner_seed"],
+                pp["cosine"] - pp["init_cosine"],
+                planned,
+                **baselines,
+            )
         loss = part.set_index("seed")["final_test_loss"].sort_index()
         a, b = np.triu_indices(len(loss), k=1)
         x, y = loss.to_numpy()[a], loss.to_numpy()[b]
@@ -491,6 +586,11 @@ def analyze(results: ResultsFolder) -> dict:
 
 
 # ----- figures ------------------------------------------------------------------------
+def _pair_seeds(pairs: pd.DataFrame) -> int:
+    """Seeds in a table of pairs (either side)."""
+    return len(set(pairs["seed"]) | set(pairs["partner_seed"]))
+
+
 def _grid(frame: pd.DataFrame, **kwargs):
     widths = sorted(frame["width"].unique())
     variations = [v for v in VARIATIONS if v in set(frame["variation"])]
@@ -506,13 +606,19 @@ def _heatmaps(pairs: pd.DataFrame, column: str, label: str, out_dir: Path, name:
     for i, width in enumerate(widths):
         for j, variation in enumerate(variations):
             part = pairs[(pairs["width"] == width) & (pairs["variation"] == variation)]
+            if part.empty:
+                axes[i, j].axis("off")
+                continue
             seeds = sorted(set(part["seed"]) | set(part["partner_seed"]))
-            matrix = np.zeros((len(seeds), len(seeds)))
+            matrix = np.full((len(seeds), len(seeds)), np.nan)  # diagonal (a seed with itself)
             index = {s: k for k, s in enumerate(seeds)}
             for a, b, v in zip(part["seed"], part["partner_seed"], part[column]):
                 matrix[index[a], index[b]] = matrix[index[b], index[a]] = v
             ax = axes[i, j]
-            shown = ax.imshow(matrix, vmin=0, vmax=vmax, cmap="viridis")
+            cmap = plt.get_cmap("viridis").copy()
+            cmap.set_bad("0.85")
+            shown = ax.imshow(np.ma.masked_invalid(matrix), vmin=0, vmax=vmax, cmap=cmap)
+            ax.grid(False)
             ax.set_title(f"h = {width}, {variation}\nmean {part[column].mean():.3g}")
             ax.set_xticks(range(len(seeds)), seeds, fontsize=6)
             ax.set_yticks(range(len(seeds)), seeds, fontsize=6)
@@ -521,11 +627,25 @@ def _heatmaps(pairs: pd.DataFrame, column: str, label: str, out_dir: Path, name:
             if j == 0:
                 ax.set_ylabel("seed")
     figure.colorbar(shown, ax=axes, label=label, shrink=0.8)
-    figure.suptitle(f"{label} between the final networks of every pair of seeds", fontsize=10)
+    means = pairs[pairs["width"] == WIDEST].groupby("variation")[column].mean()
+    independent = pairs[pairs["variation"] == "independent"].groupby("width")[column].mean()
+    figure.suptitle(
+        f"{label.capitalize()} between the final networks of every pair of seeds "
+        f"(n = {_pair_seeds(pairs)} seeds; grey diagonal: a seed with itself).\n"
+        f"Independent seeds: {', '.join(f'{v:.2f} (h={w})' for w, v in independent.items())}"
+        + (
+            f"; at h = {WIDEST}: " + ", ".join(f"{v} {means[v]:.2f}" for v in means.index)
+            if len(means)
+            else ""
+        ),
+        fontsize=9,
+    )
     return fig.save(figure, out_dir, name)
 
 
-def _interpolation(paths: pd.DataFrame, column: str, n_pairs: int, out_dir: Path) -> Path:
+def _interpolation(
+    paths: pd.DataFrame, column: str, n_pairs: int, out_dir: Path, barriers: pd.DataFrame, n: int
+) -> Path:
     figure, axes, widths, variations = _grid(
         paths, figsize=(3.2 * 3, 2.6 * len(paths["width"].unique())), sharex=True
     )
@@ -533,6 +653,9 @@ def _interpolation(paths: pd.DataFrame, column: str, n_pairs: int, out_dir: Path
         for j, variation in enumerate(variations):
             ax = axes[i, j]
             part = paths[(paths["width"] == width) & (paths["variation"] == variation)]
+            if part.empty:
+                ax.axis("off")
+                continue
             for kind, color in (("raw", "C3"), ("aligned", "C0")):
                 fig.band(ax, part[part["alignment"] == kind], "t", column, color=color, label=kind)
             by_kind = part.pivot_table(index=["seed", "t"], columns="alignment", values=column)
@@ -540,15 +663,22 @@ def _interpolation(paths: pd.DataFrame, column: str, n_pairs: int, out_dir: Path
                 note = "raw = aligned (matching kept every unit)"
                 ax.text(0.5, 0.03, note, ha="center", transform=ax.transAxes, fontsize=7)
             ax.set_title(f"h = {width}, {variation}")
-            if i == len(widths) - 1:
-                ax.set_xlabel("t  ((1−t)·θ_a + t·θ_b)")
+            ax.set_xlabel("t  ((1−t)·θ_a + t·θ_b)")
             if j == 0:
                 ax.set_ylabel(column.replace("_", " "))
     axes[0, 0].legend()
+    independent = barriers[barriers["variation"] == "independent"]
+    by_width = independent.pivot_table(
+        index="width", columns="alignment", values=f"barrier_{column}"
+    )
+    summary = ", ".join(
+        f"h={w}: {row['raw']:.2f} → {row['aligned']:.2f}" for w, row in by_width.iterrows()
+    )
     figure.suptitle(
         f"{column.replace('_', ' ').capitalize()} on the straight line between two seeds, raw "
-        f"vs weight-matched (mean ± 95% CI over {n_pairs} disjoint pairs)",
-        fontsize=10,
+        f"vs weight-matched (mean ± 95% CI over {n_pairs} disjoint pairs of n = "
+        f"{n} seeds).\nBarrier, independent seeds, raw → aligned: {summary}",
+        fontsize=9,
     )
     return fig.save(figure, out_dir, f"interpolation_{column}")
 
@@ -575,10 +705,15 @@ def _cka(pairs: pd.DataFrame, n: int, out_dir: Path) -> Path:
         ax.set(xlabel="hidden layer", title=f"h = {width}")
     np.atleast_1d(axes)[0].set_ylabel("linear CKA between two seeds")
     np.atleast_1d(axes)[0].legend()
+    independent = pairs[pairs["variation"] == "independent"].groupby("width")[layers].mean()
+    summary = ", ".join(
+        f"h={w}: " + "/".join(f"{v:.2f}" for v in row) for w, row in independent.iterrows()
+    )
     figure.suptitle(
         f"Representation similarity by layer (mean over seed pairs, 95% CI by studentized "
-        f"seed bootstrap, n = {n} seeds)",
-        fontsize=10,
+        f"seed bootstrap, n = {n} seeds).\nIndependent seeds grow more alike with width, CKA "
+        f"by layer: {summary}",
+        fontsize=9,
     )
     return fig.save(figure, out_dir, "cka_by_layer")
 
@@ -608,23 +743,129 @@ def _losses(results: ResultsFolder, frame: pd.DataFrame, out_dir: Path) -> Path:
 
 def _ensemble(frame: pd.DataFrame, out_dir: Path) -> Path:
     widths = sorted(frame["width"].unique())
-    figure, axes = plt.subplots(1, len(widths), figsize=(3.2 * len(widths), 3.0))
+    figure, axes = plt.subplots(1, len(widths), figsize=(3.0 * len(widths), 3.2), sharey=True)
     for ax, width in zip(np.atleast_1d(axes), widths):
         for k, (variation, part) in enumerate(frame[frame["width"] == width].groupby("variation")):
+            k = list(VARIATIONS).index(variation)
             part = part.sort_values("seed")
             members, upto = np.arange(1, len(part) + 1), part["ensemble_upto_test_acc"]
-            ax.plot(members, upto, marker="o", color=f"C{k}", label=variation)
-            ax.axhline(part["final_test_acc"].mean(), color=f"C{k}", ls="--", lw=0.8)
+            ax.plot(members, upto, marker="o", ms=3, color=f"C{k}", label=variation)
+            single = iv.t_interval(part["final_test_acc"])
+            low, high = single.ci()
+            ax.axhline(single.estimate, color=f"C{k}", ls="--", lw=0.8)
+            ax.axhspan(low, high, color=f"C{k}", alpha=0.12, lw=0)
+            if len(part) > 1 and not part["ensemble_loo_test_acc"].isna().any():
+                n = len(part)  # jackknife CI of the all-member ensemble's accuracy
+                pseudo = (
+                    n * part["ensemble_test_acc"].iloc[0] - (n - 1) * part["ensemble_loo_test_acc"]
+                )
+                whole = iv.t_interval(pseudo)
+                w_low, w_high = whole.ci()
+                x, acc = n + 0.25 * (k + 1), part["ensemble_test_acc"].iloc[0]
+                ax.vlines(x, w_low, w_high, color=f"C{k}", lw=1.2)  # the CI (bias-corrected)
+                ax.plot(x, acc, marker="_", ms=8, color=f"C{k}")
         ax.set(xlabel="ensemble members (seeds 0 … k−1)", title=f"h = {width}")
     np.atleast_1d(axes)[0].set_ylabel("test accuracy")
-    np.atleast_1d(axes)[0].legend(loc="lower right")
-    figure.suptitle("Ensembles of seeds vs the mean single run (dashed)", fontsize=10)
+    np.atleast_1d(axes)[0].legend(loc="lower right", fontsize=7)
+    gains = []
+    for width in widths:
+        part = frame[(frame["width"] == width) & (frame["variation"] == "independent")]
+        gains.append(f"h={width}: {_ensemble_gain(part)}")
+    figure.suptitle(
+        f"Ensembles of seeds beat the mean single run (dashed, band: 95% t-CI; bar at k = n: "
+        f"jackknife 95% CI), n = {fig.n_seeds(frame)} seeds.\nGain of the independent-seed "
+        "ensemble: " + "; ".join(gains),
+        fontsize=9,
+    )
+    figure.tight_layout()
     return fig.save(figure, out_dir, "ensemble")
+
+
+def _barrier_widths(barriers: pd.DataFrame, out_dir: Path) -> Path:
+    """Train-loss barrier of independent seeds vs width, raw and aligned (per disjoint pair)."""
+    part = barriers[barriers["variation"] == "independent"]
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    reached = []
+    for ax, column in zip(axes, ("barrier_train_loss", "barrier_test_error")):
+        for kind, color in (("raw", "C3"), ("aligned", "C0")):
+            rows = part[part["alignment"] == kind]
+            widths = sorted(rows["width"].unique())
+            cis = []
+            for w in widths:
+                ci = iv.t_interval(rows.loc[rows["width"] == w, column])
+                cis.append((ci.estimate, *ci.ci()))
+                if (
+                    kind == "aligned"
+                    and column == "barrier_train_loss"
+                    and ci.ci()[1] < BARRIER_TOL
+                ):
+                    reached.append(w)
+            _errorbars(ax, widths, cis, color=color, label=kind)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="hidden width h (two layers)", ylabel=column.replace("_", " "))
+    axes[0].axhline(BARRIER_TOL, color="k", ls=":", lw=1, label=f"{BARRIER_TOL} nats")
+    axes[0].legend(fontsize=7)
+    n_pairs = part.groupby("width")["pair"].nunique().min()
+    verdict = (
+        f"aligned barrier below {BARRIER_TOL} nats (CI) from h = {min(reached)}"
+        if reached
+        else f"aligned barrier above {BARRIER_TOL} nats at every width up to h = "
+        f"{part['width'].max()}"
+    )
+    figure.suptitle(
+        f"Independent seeds: weight matching lowers the barrier; {verdict} (mean ± 95% t-CI "
+        f"over {n_pairs} disjoint pairs, n = {_pair_seeds(part)} seeds)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return fig.save(figure, out_dir, "barrier_vs_width")
+
+
+def _cosine_baselines(pairs: pd.DataFrame, out_dir: Path) -> Path:
+    """Cosine of final weights between seeds against its two baselines, per width."""
+    part = pairs[pairs["variation"] == "independent"]
+    widths = sorted(part["width"].unique())
+    figure, ax = plt.subplots(figsize=(6.0, 3.6))
+    series = {
+        "final vs final, two seeds": ("cosine", "C0"),
+        "init vs init, two seeds": ("init_cosine", "C1"),
+    }
+    for k, (label, (column, color)) in enumerate(series.items()):
+        cis = []
+        for w in widths:
+            rows = part[part["width"] == w]
+            seeds = sorted(set(rows["seed"]) | set(rows["partner_seed"]))
+            m = pair_mean(seeds, rows["seed"], rows["partner_seed"], rows[column], 0).interval
+            cis.append((m.estimate, *m.ci()))
+        _errorbars(ax, np.array(widths) * np.exp(0.06 * (k - 1)), cis, color=color, label=label)
+    cis = []
+    for w in widths:
+        ci = iv.t_interval(init_final_cosines(part[part["width"] == w]))
+        cis.append((ci.estimate, *ci.ci()))
+    _errorbars(
+        ax, np.array(widths) * np.exp(0.06), cis, color="C2", label="init vs final, one seed"
+    )
+    ax.axhspan(-COSINE_TOL, COSINE_TOL, color="0.9", zorder=0, label=f"|cos| < {COSINE_TOL}")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.25, 1.05)  # a studentized interval from few seeds can run off the scale
+    ax.set(xlabel="hidden width h (two layers)", ylabel="cosine of flattened weights")
+    ax.legend(fontsize=7)
+    final = part[part["width"] == widths[-1]]
+    ax.set_title(
+        f"Independent seeds at h = {widths[-1]}: final weights cos "
+        f"{final['cosine'].mean():.3f}, their inits {final['init_cosine'].mean():.3f}; each run keeps "
+        f"cos {init_final_cosines(final).mean():.2f} with its own init. n = "
+        f"{_pair_seeds(part)} seeds, 95% CIs",
+        fontsize=8,
+    )
+    figure.tight_layout()
+    return fig.save(figure, out_dir, "cosine_baselines")
 
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    frame, pairs, _, paths = _data(results)  # diverged runs left out of every mean
+    frame, pairs, barriers, paths = _data(results)  # diverged runs left out of every mean
     n = fig.n_seeds(frame)
     out: list[Path] = []
     if not pairs.empty:
@@ -635,7 +876,12 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
             out.append(_heatmaps(pairs, column, label, out_dir, f"{column}_heatmaps"))
     if not paths.empty:
         n_pairs = paths.groupby(["width", "variation"])["seed"].nunique().min()
-        out += [_interpolation(paths, c, n_pairs, out_dir) for c in ("train_loss", "test_error")]
+        out += [
+            _interpolation(paths, c, n_pairs, out_dir, barriers, n)
+            for c in ("train_loss", "test_error")
+        ]
+        out.append(_barrier_widths(barriers, out_dir))
+        out.append(_cosine_baselines(pairs, out_dir))
     if not pairs.empty:
         out.append(_cka(pairs, n, out_dir))
     out.append(_losses(results, frame, out_dir))
@@ -665,4 +911,43 @@ def hardware_diff(folder_a: Path | str, folder_b: Path | str) -> pd.DataFrame:
                 summary_b.loc[run_id, column] - summary_a.loc[run_id, column]
             )
         rows.append({**summary_a.loc[run_id, ["seed", "widths", "variation"]].to_dict(), **row})
+    return pd.DataFrame(rows)
+
+
+def tensor_drift(folder_a: Path | str, folder_b: Path | str) -> pd.DataFrame:
+    """Per saved run and parameter tensor: how far folder B's weights drifted from A's.
+
+    Columns: ``max_abs_diff``, ``relative_l2`` (‖b − a‖ / ‖a‖), ``cosine`` and
+    ``identical`` (bitwise equal). Runs are matched by run id (file name).
+    """
+    a, b = ResultsFolder(folder_a), ResultsFolder(folder_b)
+    rows = []
+    for path in sorted((a.path / PARAMS_DIR).glob("*.npz")):
+        other = b.path / PARAMS_DIR / path.name
+        if not other.exists():
+            continue
+        with np.load(path) as left, np.load(other) as right:
+            for name in sorted(set(left.files) | set(right.files)):
+                if name not in left.files or name not in right.files:
+                    rows.append({"run_id": path.stem, "tensor": name, "missing": True})
+                    continue
+                x = np.asarray(left[name], np.float64)
+                y = np.asarray(right[name], np.float64)
+                if x.shape != y.shape:
+                    rows.append({"run_id": path.stem, "tensor": name, "shape_mismatch": True})
+                    continue
+                norm_x, norm_y = np.linalg.norm(x), np.linalg.norm(y)
+                rows.append(
+                    {
+                        "run_id": path.stem,
+                        "tensor": name,
+                        "size": x.size,
+                        "max_abs_diff": float(np.max(np.abs(x - y))) if x.size else 0.0,
+                        "relative_l2": float(np.linalg.norm(x - y) / norm_x) if norm_x else 0.0,
+                        "cosine": float(np.vdot(x, y) / (norm_x * norm_y))
+                        if norm_x and norm_y
+                        else float("nan"),
+                        "identical": bool(np.array_equal(left[name], right[name])),
+                    }
+                )
     return pd.DataFrame(rows)

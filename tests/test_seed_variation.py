@@ -53,3 +53,39 @@ def test_hardware_diff_matches_runs_by_id(tmp_path):
     diff = exp.hardware_diff(tmp_path / "cpu", tmp_path / "gpu")
     assert 0 < diff["relative_distance"].item() < 1e-2
     assert np.isclose(diff["delta_final_train_loss"].item(), 1e-4)
+
+
+def test_tensor_drift_and_diff_script(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import diff_params
+
+    rng = np.random.default_rng(1)
+    kernel = rng.normal(size=(3, 2)).astype(np.float32)
+    bias = np.zeros(2, np.float32)
+    trees = {
+        "cpu": {"params": {"Dense_0": {"kernel": kernel, "bias": bias}}},
+        "gpu": {"params": {"Dense_0": {"kernel": kernel * 1.001, "bias": bias}}},
+    }
+    summary = pd.DataFrame(
+        {"run_id": ["r0"], "seed": [0], "widths": ["2"], "variation": ["independent"]}
+        | {"final_train_loss": [0.1], "final_test_loss": [1.0], "final_test_acc": [0.6]}
+    )
+    for name, tree in trees.items():
+        folder = ResultsFolder(tmp_path / name)
+        folder.path.mkdir()
+        summary.to_csv(folder.path / "summary.csv", index=False)
+        save_params(folder, "r0", tree)
+    drift = exp.tensor_drift(tmp_path / "cpu", tmp_path / "gpu").set_index("tensor")
+    assert drift.loc["params/Dense_0/bias", "identical"]
+    assert not drift.loc["params/Dense_0/kernel", "identical"]
+    assert np.isclose(drift.loc["params/Dense_0/kernel", "relative_l2"], 1e-3, rtol=1e-2)
+    assert diff_params.main([str(tmp_path / "cpu"), str(tmp_path / "cpu")]) == 0
+    same = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert same["bitwise_identical_runs"] == 1 and same["tensor_max_abs_diff"] == 0
+    assert diff_params.main([str(tmp_path / "cpu"), str(tmp_path / "gpu")]) == 0
+    moved = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert moved["bitwise_identical_runs"] == 0 and moved["abs_delta_final_train_loss_max"] == 0
