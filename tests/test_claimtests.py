@@ -163,6 +163,10 @@ def test_rank_with_two_levels_is_inconclusive():
 def test_zero_width_interval_is_not_evidence():
     row = ct.evaluate([_test()], {"k": ct.per_seed(np.ones(10))}).iloc[0]
     assert row["verdict"] == "inconclusive" and "zero-width" in row["reason"]
+    # the same, up to float rounding (a per-seed τ of −1 computed ten times)
+    rounded = -1.0 + np.array([0, 1, 0, 0, 2, 0, 0, 1, 0, 0]) * np.finfo(float).eps
+    row = ct.evaluate([_test(direction="less")], {"k": ct.per_seed(rounded)}).iloc[0]
+    assert row["verdict"] == "inconclusive" and "zero-width" in row["reason"]
 
 
 def test_verdict_rule_and_seeds_needed():

@@ -106,10 +106,11 @@ class Interval:
 
     @property
     def degenerate(self) -> bool:
-        """A zero-width interval from seeds (every seed gave the same value)."""
+        """A zero-width interval from seeds (every seed gave the same value, up to
+        float rounding: an SE below 1e-12 of the estimate's scale)."""
         if self.method in ("exact", "clopper-pearson"):
             return False
-        return self.n >= 2 and self.se == 0
+        return self.n >= 2 and self.se <= 1e-12 * max(1.0, abs(self.estimate))
 
 
 def _drop_nan(values: ArrayLike) -> np.ndarray:
