@@ -17,9 +17,15 @@ learning rate × seed of an arm is ONE compiled program); all use plain SGD / GD
   step = one epoch) with MSE (0.5·‖f(x) − onehot‖², Cohen's loss) on real MNIST digits
   (``mnist5k``: 3,000 train), MLP 784-32-32-32-10 (ReLU, 27.5k parameters), at
   lr ∈ {0.05, 0.1, 0.2} for 300 steps (300 epochs). The top Hessian eigenvalue λ_max of
-  the training loss on all 3,000 training examples is tracked every k = 30 steps (one
-  evaluation every 30 epochs; ``track_sharpness``: Lanczos, 20 iterations, fixed
-  start key), step 0 included.
+  the training loss on all 3,000 training examples is tracked every k = 5 steps (one
+  evaluation every 5 epochs, 61 per run; ``track_sharpness``: Lanczos, 20 iterations,
+  fixed start key), step 0 included: fine enough to see λ_max oscillate about 2/lr.
+  300 steps bring lr 0.1 to its edge (2/lr = 20) and lr 0.2 starts beyond its edge
+  (λ_max(init) ≈ 14 > 2/lr = 10), but lr 0.05 does not reach 2/lr = 40 (λ_max ≈ 14 →
+  25): its long run (3,000 steps, λ_max every 5) is in the ``paper`` profile only, since
+  3,000 full-batch steps with 600 Lanczos evaluations per run do not fit the default's
+  ~5 CPU minutes; in the default its eos row is inconclusive (edge not reached) and it
+  serves the progressive-sharpening secondary.
 - ``threshold``: the same GD setting for 100 steps at lr ∈ {0.1, 0.2, …, 3.2} (factor
   2), to place each seed's divergence threshold against 2/λ_max at init (λ_max at
   step 0 and step 100). Runs whose ReLUs all die (train accuracy < 20%: a constant
@@ -34,7 +40,8 @@ of the largest and the smallest eos rate.
 
 Tests (``TESTS``; the statistics are the library's, see toolkit.claimtests):
 
-- primary, U shape: per seed, over its non-diverged sweep runs, the smaller of (loss at
+- primary, U shape: per seed, over its non-diverged sweep runs (diverged runs are
+  reported separately, by the ``diverges`` secondary), the smaller of (loss at
   the smallest lr − loss at the seed's best lr) and (loss at its largest non-diverging
   lr − loss at the best lr), final train CE; mean over seeds > 0.1 nats (a best lr at
   an end gives ≤ 0 and counts against).
@@ -46,19 +53,16 @@ Tests (``TESTS``; the statistics are the library's, see toolkit.claimtests):
   threshold (geometric midpoint between the first diverging lr and the one below it)
   over 2/λ_max(init), log2 within ±1 (seeds that never diverge are left out).
 
-Measured alone on the 2-core CPU: 184 s wall for ``toolkit run exp_learning_rate --seeds 10``
-(the figures below were taken while other jobs shared the machine).
-
 Cost: default profile (10 seeds; 110 sweep, 30 eos and 60 threshold runs; 3 cohorts;
-132,000 + 9,000 + 6,000 run-steps): 6 min 35 s wall on the 2-core CPU shared with other
-jobs (load average ≈ 5) and 4 min 44 s of CPU time, which bounds the wall time when
-alone. Of the wall time, the eos cohort took 3.6 min (sharpness tracking an estimated
-half of it) and compiling the three cohorts ≈ 1.5 min. A first run with 1,000 sweep
-steps, 400 eos steps at k = 25 and λ_max every 25 threshold steps took 10.6 min under a
-load of ≈ 7; the budgets were then cut for time, the verdict rules unchanged. Paper
-profile (20 seeds, quarter-decade sweep of 2,000 steps, 7 eos rates for 3,000 steps at
-k = 20, a √2 threshold grid of 200 steps): sized for about a minute on one H200 (not
-yet run there).
+132,000 + 9,000 + 6,000 run-steps; 30 × 61 Lanczos evaluations of λ_max in the eos arm):
+5 min 13 s of CPU time, which bounds the wall time when alone (with λ_max every 30 steps
+it was 4 min 44 s of CPU time and 184 s wall alone); 15 min 54 s wall on the 2-core CPU
+shared with other jobs at a load average of ≈ 14, of which the eos cohort took 10.5 min.
+Paper profile (20 seeds, quarter-decade sweep of 2,000 steps, 7 eos rates for 3,000
+steps with λ_max every 5 steps — 601 evaluations per eos run, so its history is longer
+than the usual 200 points —, a √2 threshold grid of 200 steps): sized for a few minutes on
+one H200 (not yet run there); it is where lr 0.05 (and 0.025, 0.035) gets the steps to
+reach 2/lr.
 Quick profile: seconds of training; ≈ 50 s in all under that load (three compilations).
 
 Expected (science notes Claim 6; Cohen et al. 2021): final loss U-shaped in lr
@@ -67,11 +71,14 @@ while below 2/lr and then hovers just above 2/lr; GD survives learning rates bey
 2/λ_max(init) (the sharpness first drops: catapult), so the threshold ratio may
 exceed 1.
 
-Result (default, 10 seeds): both ends ≥ 1.59 [1.50, 1.67] nats worse than the best lr
-(1 in every seed; lr 1e-4 +2.36, lr 3.16 +1.59); lr 10 diverged in all 10 seeds;
-λ_max settles at e^−0.025 [e^−0.071, e^+0.021] × 2/lr (lr 0.1) and e^−0.013 × 2/lr
-(lr 0.2); at lr 0.05 it rises 1.9× (14 → 25) without reaching 2/lr = 40 in 300 steps;
-GD first diverges at 2^2.8 ≈ 7× [5×, 10×] 2/λ_max(init), beyond the factor-2 band.
+Result (default, 10 seeds, λ_max every 5 steps): over the non-diverging rates both ends
+are ≥ 1.17 [0.71, 1.63] nats worse than each seed's best lr (lr 1e-4 +2.34; the largest
+non-diverging lr, 3.16 or 1 where 3.16 diverged, +1.17); divergence separately: lr 10
+diverged in 10 of 10 seeds, lr 3.16 in 2; λ_max settles at e^−0.025 [e^−0.071, e^+0.020]
+× 2/lr (lr 0.1) and e^−0.000 [e^−0.022, e^+0.021] × 2/lr (lr 0.2), oscillating about it
+from step to step; at lr 0.05 it rises 1.9× (14 → 25) without reaching 2/lr = 40 in 300
+steps (inconclusive; the paper profile's 3,000 steps are for that); GD first diverges at
+2^2.8 ≈ 7× [4.9×, 9.9×] 2/λ_max(init), beyond the factor-2 band.
 """
 
 from __future__ import annotations
@@ -126,7 +133,7 @@ class Config(RunConfig):
     gd_loss: LossName = "mse"
     eos_steps: Count = 300  # full-batch steps = epochs
     threshold_steps: Count = 100  # evaluated (λ_max too) at init and at the end only
-    sharpness_every: Count = 30  # k: λ_max every k steps (one evaluation) in the eos arm
+    sharpness_every: Count = 5  # k: λ_max every k steps (one evaluation) in the eos arm
     sharpness_examples: Count = 3000  # λ_max on the first N train examples (all of mnist5k)
 
     DERIVED: ClassVar[dict[str, str]] = {
@@ -210,9 +217,9 @@ PROFILES = {
         "seeds": 20,
         "sweep_steps": 2000,
         "sweep_history": 50,
-        "eos_steps": 3000,
+        "eos_steps": 3000,  # lr 0.05 reaches 2/lr = 40 only here (≈ 14 → 25 in 300 steps)
         "threshold_steps": 200,
-        "sharpness_every": 20,
+        "sharpness_every": 5,  # 600 evaluations per eos run
         "grid": grid(
             half_decades(-4, 1, per_decade=4),
             [0.025, 0.035, 0.05, 0.07, 0.1, 0.14, 0.2],
@@ -453,11 +460,12 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
         paths.append(_curves_figure(sweep, history, out_dir))
     eos = summary[summary["arm"] == "eos"]
     if not eos.empty and "sharpness" in history:
-        paths.append(_sharpness_figure(eos, history, out_dir))
+        paths.append(_sharpness_figure(eos, history, analyze(results), out_dir))
     threshold = eos_runs(results, summary, "threshold")
     if not threshold.empty:
         steps = int(summary.loc[summary["arm"] == "threshold", "epochs"].max())
-        paths.append(_threshold_figure(threshold, steps, out_dir))
+        ev = analyze(results)["threshold"]
+        paths.append(_threshold_figure(threshold, steps, ev, out_dir))
     return paths
 
 
@@ -475,12 +483,12 @@ def _final_loss_figure(sweep: pd.DataFrame, out_dir: Path) -> Path:
     )
     top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
     counts = sweep.groupby("learning_rate")["diverged"].agg(["sum", "count"])
-    for lr, (k, total) in counts.iterrows():
+    for i, (lr, (k, total)) in enumerate(counts.iterrows()):
         if k:
             ax.scatter([lr], [0.95], marker="x", color="C3", s=40, transform=top, zorder=5)
             ax.text(
                 lr,
-                0.88,
+                0.88 - 0.13 * (i % 2),  # neighbours alternate height: no overlap
                 f"{int(k)}/{int(total)}\ndiverged",
                 transform=top,
                 ha="center",
@@ -532,16 +540,45 @@ def _curves_figure(sweep: pd.DataFrame, history: pd.DataFrame, out_dir: Path) ->
     ax.set_yscale("log")
     ax.set_xlabel("SGD step")
     ax.set_ylabel("train loss (cross-entropy)")
+    final = part[~part["run_id"].isin(diverged)].sort_values("step").groupby("run_id").last()
+    means = final.groupby("learning_rate")["train_loss"].mean()
+    best = float(means.idxmin()) if len(means) else math.nan
     ax.set_title(
-        f"Loss curves per learning rate ({fig.BAND_NOTE}, n = {n});\n"
+        f"Smallest lr {lrs[0]:g} ends at train CE {means.get(lrs[0], math.nan):.2f}, best lr "
+        f"{best:g} at {means.min():.3f}; {len(diverged)} runs diverged\n"
+        f"Loss curves per learning rate ({fig.BAND_NOTE}, n = {n} seeds); "
         "dotted: diverged runs up to their last finite state (×)",
-        fontsize=9,
+        fontsize=8,
     )
     ax.legend(fontsize=6.5, ncol=2, loc="lower left")
     return fig.save(figure, out_dir, "loss_curves")
 
 
-def _sharpness_figure(eos: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> Path:
+def _edge_finding(evidence: dict, lrs: list[float]) -> str:
+    """Per eos lr, where λ_max ends: at the edge (λ_max·lr/2 with its CI) or not reached."""
+    parts = []
+    for lr in lrs:
+        ev = evidence.get(f"eos_lr{lr:g}")
+        if ev is None:
+            continue
+        extras = ev.extras
+        if ev.reason or not ev.interval.n:
+            parts.append(
+                f"lr {lr:g}: λ_max {extras['lam0']:.0f} → {extras['late']:.0f}, 2/lr = "
+                f"{extras['edge']:.0f} not reached"
+            )
+        else:
+            low, high = ev.interval.ci()
+            parts.append(
+                f"lr {lr:g}: λ_max·lr/2 = {math.exp(ev.interval.estimate):.2f} "
+                f"[{math.exp(low):.2f}, {math.exp(high):.2f}]"
+            )
+    return "; ".join(parts)
+
+
+def _sharpness_figure(
+    eos: pd.DataFrame, history: pd.DataFrame, evidence: dict, out_dir: Path
+) -> Path:
     healthy = eos[~eos["diverged"]]
     n = fig.n_seeds(healthy)
     part = history[history["run_id"].isin(healthy["run_id"])]
@@ -575,14 +612,16 @@ def _sharpness_figure(eos: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -
     right.set_ylabel("train loss (MSE)")
     right.set_title("Training loss", fontsize=9)
     figure.suptitle(
-        f"Edge of stability: MNIST-5k (3,000 train), MLP, {steps} GD steps "
-        f"({fig.BAND_NOTE}, thin lines: seeds; n = {n})",
+        "Edge of stability, last quarter: "
+        + _edge_finding(evidence, lrs)
+        + f"\nMNIST-5k (3,000 train), MLP, {steps} GD steps ({fig.BAND_NOTE}, thin lines: "
+        f"seeds; n = {n} seeds)",
         fontsize=9,
     )
     return fig.save(figure, out_dir, "sharpness_vs_step")
 
 
-def _threshold_figure(runs: pd.DataFrame, steps: int, out_dir: Path) -> Path:
+def _threshold_figure(runs: pd.DataFrame, steps: int, evidence, out_dir: Path) -> Path:
     n = runs["seed"].nunique()
     runs = runs.assign(init_ratio=runs["learning_rate"] * runs["lambda_init"] / 2)
     outcome = np.where(
@@ -615,8 +654,16 @@ def _threshold_figure(runs: pd.DataFrame, steps: int, out_dir: Path) -> Path:
     right.set_yscale("log")
     right.set_ylabel("λ_max · lr / 2 at the end (last quarter)")
     right.set_title("Sharpness at the end of the runs that did not diverge", fontsize=9)
+    finding = "no seed diverged in the grid"
+    if evidence.interval.n:
+        low, high = evidence.interval.ci()
+        finding = (
+            f"GD first diverges at {2**evidence.interval.estimate:.1f}× [{2**low:.1f}×, "
+            f"{2**high:.1f}×] 2/λ_max(init) (n = {evidence.interval.n} seeds that diverged)"
+        )
     figure.suptitle(
-        f"Divergence threshold vs 2/λ_max at init (GD, MNIST-5k, {steps} steps; n = {n} seeds)",
+        f"{finding}\nDivergence threshold vs 2/λ_max at init (GD, MNIST-5k, {steps} steps; "
+        f"n = {n} seeds)",
         fontsize=9,
     )
     return fig.save(figure, out_dir, "divergence_threshold")

@@ -257,3 +257,71 @@ def test_tracking_leaves_training_unchanged(dataset, tracking_runs):
     too_many = engine.CohortSpec(**{**TRACK_SPEC.__dict__, "track_sharpness": 10**6})
     with pytest.raises(ValueError, match="track_sharpness"):
         engine.Cohort(too_many, dataset)
+
+
+MONITORED = 64  # examples the per-step monitor computes the training loss on
+
+
+def _monitor_spec(spec, **changes):
+    return engine.CohortSpec(**{**spec.__dict__, "monitor_examples": MONITORED, **changes})
+
+
+def _monitored_loss(cohort, result, r, x):
+    import jax
+    import jax.numpy as jnp
+
+    params = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[r]), result.state["params"])
+    y = jnp.asarray(result.state["labels"][r][:MONITORED])
+    return float(jax.jit(cohort.loss)(params, x, y))
+
+
+def test_monitored_loss_after_step_k_is_the_loss_of_the_params_after_k_steps(dataset):
+    """Full batch (one step per epoch, evaluated every epoch): the monitored loss after
+    step k equals the loss on the first examples of the params of the same run trained
+    for k steps alone (its own labels), and ``monitor_falls`` counts exactly the steps
+    whose monitored loss fell."""
+    import jax.numpy as jnp
+
+    steps = 4
+    full = engine.CohortSpec("mnist1d", "mlp", (8,), "relu", "sgd", "ce", 4000, steps)
+    k, h = keys([0, 1]), hparams([0.5, 3.0], label_noise=[0.0, 0.5], momentum=0.0)
+    cohort = engine.Cohort(_monitor_spec(full), dataset, run_batch=1)
+    result = cohort.run(k, h)
+    loss, falls = result.tracked["monitor_loss"], result.tracked["monitor_falls"]
+    assert loss.shape == falls.shape == (2, steps + 1) and falls[:, 0].tolist() == [0, 0]
+    x = jnp.asarray(dataset.x_train[:MONITORED])
+    for s in range(steps + 1):
+        short = engine.CohortSpec(**{**full.__dict__, "epochs": max(s, 1)})
+        alone = engine.Cohort(short, dataset, run_batch=1)
+        if s == 0:  # before the first step: the init params
+            state = alone._init(*alone.run_axis.put_runs((k, h)), alone.arrays)[0]
+            before = engine.CohortResult(state, None, None, None, {})
+        else:
+            before = alone.run(k, h)
+        for r in range(2):
+            assert loss[r, s] == _monitored_loss(alone, before, r, x), (r, s)
+    np.testing.assert_array_equal(falls[:, 1:], np.diff(loss, axis=1) < 0)
+    assert falls[:, 1:].sum() > 0 and (falls[:, 1:] == 0).any()  # both outcomes occur
+
+
+def test_monitor_counts_every_minibatch_step_and_leaves_training_unchanged(dataset):
+    """20 steps per epoch: the last monitored loss is that of the final params, each
+    evaluation counts falls among its own 20 steps; training is bitwise unchanged."""
+    import jax.numpy as jnp
+
+    k, h = keys([0, 1]), hparams([0.05, 0.1], label_noise=[0.0, 0.5])
+    cohort = engine.Cohort(_monitor_spec(SPEC), dataset, run_batch=1)
+    monitored, plain = cohort.run(k, h), engine.Cohort(SPEC, dataset, run_batch=1).run(k, h)
+    assert plain.tracked == {} and "monitor_loss" not in plain.state
+    assert set(monitored.tracked) == {"monitor_loss", "monitor_falls"}
+    np.testing.assert_array_equal(monitored.history, plain.history)
+    np.testing.assert_array_equal(
+        _flat(monitored.state["params"], 1), _flat(plain.state["params"], 1)
+    )
+    x = jnp.asarray(dataset.x_train[:MONITORED])
+    falls = monitored.tracked["monitor_falls"]
+    assert np.all((falls >= 0) & (falls <= steps_per_epoch(4000, SPEC.batch_size)))
+    for r in range(2):
+        assert monitored.tracked["monitor_loss"][r, -1] == _monitored_loss(cohort, monitored, r, x)
+    with pytest.raises(ValueError, match="monitor_examples"):
+        engine.Cohort(_monitor_spec(SPEC, monitor_examples=10**6), dataset)

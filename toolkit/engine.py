@@ -24,6 +24,13 @@ evaluation (init included) also computes the top Hessian eigenvalue of the train
 on the first N training examples with the run's own training labels (Lanczos,
 ``TRACK_LANCZOS_ITERS`` Hessian-vector products, a fixed start key), returned as
 ``CohortResult.tracked["sharpness"]``; with N = 0 the program is unchanged.
+With ``CohortSpec.monitor_examples`` = M > 0, every optimizer step is followed by the mean
+training loss (eval mode, the run's own labels) on the first M training examples, inside
+the scan; each evaluation records it (``tracked["monitor_loss"]``, the loss after the
+interval's last step; at init, before the first) and how many of the interval's steps
+lowered it (``tracked["monitor_falls"]``: steps whose monitored loss is below the one
+before them; steps of an epoch a run did not keep count none); with M = 0 the program is
+unchanged.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ class CohortSpec:
     history_points: int = 200  # evaluations kept per run (≤); fewer evaluations are cheaper
     augment: str = "none"  # training-batch augmentation (toolkit.augment.KINDS)
     track_sharpness: int = 0  # examples for the top Hessian eigenvalue at each evaluation (0: off)
+    monitor_examples: int = 0  # first M train examples: loss after every step (0: off)
 
     def steps_per_epoch(self, num_train: int) -> int:
         return steps_per_epoch(num_train, self.batch_size)
@@ -156,6 +164,10 @@ class Cohort:
         if not 0 <= spec.track_sharpness <= self.num_train:
             raise ValueError(
                 f"track_sharpness={spec.track_sharpness}: use 0 (off) to {self.num_train} examples"
+            )
+        if not 0 <= spec.monitor_examples <= self.num_train:
+            raise ValueError(
+                f"monitor_examples={spec.monitor_examples}: use 0 (off) to {self.num_train} examples"
             )
         self.steps_per_epoch = spec.steps_per_epoch(self.num_train)
         self.eval_every, self.evals_per_chunk = schedule(
@@ -235,6 +247,11 @@ class Cohort:
         )
         return {"sharpness": top[0]}
 
+    def _monitored(self, params, train_labels, arrays):
+        """Mean training loss (eval mode) on the first ``monitor_examples`` examples."""
+        m = self.spec.monitor_examples
+        return self.loss(params, arrays["x_train"][:m], train_labels[:m])
+
     def _init_run(self, keys, hparams, arrays):
         params = self.model.init(keys["init"], arrays["x_train"][:1])
         params = jax.tree_util.tree_map(lambda p: p * hparams["init_scale"], params)
@@ -250,6 +267,11 @@ class Cohort:
         labels = jnp.where(flip, random_labels, y).astype(y.dtype)
         metrics = self._metrics(params, labels, arrays)
         tracked = self._tracked(params, labels, arrays)
+        monitor = {}
+        if self.spec.monitor_examples:  # static: off adds nothing to the state
+            monitor = {"monitor_loss": self._monitored(params, labels, arrays)}
+            monitor["monitor_falls"] = jnp.int32(0)
+            tracked = {**tracked, **monitor}
         state = {
             "params": params,
             "opt_state": opt_state,
@@ -262,6 +284,7 @@ class Cohort:
             "best_params": params,
             "best_epoch": jnp.int32(0),
             "best_metrics": metrics,
+            **monitor,
         }
         return state, metrics, tracked
 
@@ -278,8 +301,10 @@ class Cohort:
         noise_epoch_key = jax.random.fold_in(keys["grad_noise"], state["epoch"])
         tx = self.tx(learning_rate=0.0, momentum=0.0, weight_decay=0.0)  # values live in state
 
+        monitor = self.spec.monitor_examples > 0  # static
+
         def step(carry, batch):
-            params, opt_state, worst_loss = carry
+            params, opt_state, worst_loss, *watch = carry
             index, w, step_in_epoch = batch
             key = jax.random.fold_in(dropout_epoch_key, step_in_epoch) if use_dropout else None
             xb, yb = arrays["x_train"][index], state["labels"][index]
@@ -295,17 +320,30 @@ class Cohort:
             updates, opt_state = tx.update(grads, opt_state, params)
             # NaN-propagating max: a non-finite minibatch loss anywhere marks the epoch.
             worst_loss = jnp.where(jnp.isnan(loss), loss, jnp.maximum(worst_loss, loss))
-            return (optax.apply_updates(params, updates), opt_state, worst_loss), None
+            params = optax.apply_updates(params, updates)
+            if monitor:  # the loss after this step on the monitored examples; did it fall?
+                before, falls = watch
+                after = self._monitored(params, state["labels"], arrays)
+                watch = [after, falls + (after < before).astype(jnp.int32)]
+            return (params, opt_state, worst_loss, *watch), None
 
         # Divergence and stopping are decided once per epoch, not per step: per-step
         # checks and selects are many small kernels, which dominate a small model's step
         # on a GPU. A run that went non-finite (or past DIVERGED_LOSS) during the epoch,
         # or that was frozen before it, keeps its state from the start of the epoch.
         carry = (state["params"], state["opt_state"], jnp.float32(-jnp.inf))
+        if monitor:
+            carry += (state["monitor_loss"], jnp.int32(0))
         carry, _ = jax.lax.scan(step, carry, (batches, weights, jnp.arange(num_steps)))
-        params, opt_state, worst_loss = carry
+        params, opt_state, worst_loss, *watch = carry
         finite = jnp.isfinite(worst_loss) & (worst_loss < DIVERGED_LOSS) & _all_finite(params)
         take = state["active"] & finite
+        if monitor:  # a kept epoch's steps count; a frozen run keeps its monitored loss
+            state = {
+                **state,
+                "monitor_loss": jnp.where(take, watch[0], state["monitor_loss"]),
+                "monitor_falls": state["monitor_falls"] + take * watch[1],
+            }
         return {
             **state,
             "params": _select(take, params, state["params"]),
@@ -320,6 +358,8 @@ class Cohort:
         """``evals_per_chunk`` × (``eval_every`` epochs, then one evaluation)."""
 
         def interval(state, _):
+            if self.spec.monitor_examples:  # static: count the falls of this interval
+                state = {**state, "monitor_falls": jnp.int32(0)}
             state = jax.lax.fori_loop(
                 0,
                 self.eval_every,
@@ -328,6 +368,12 @@ class Cohort:
             )
             metrics = self._metrics(state["params"], state["labels"], arrays)
             tracked = self._tracked(state["params"], state["labels"], arrays)
+            if self.spec.monitor_examples:
+                tracked = {
+                    **tracked,
+                    "monitor_loss": state["monitor_loss"],
+                    "monitor_falls": state["monitor_falls"],
+                }
             exploded = ~jnp.all(jnp.isfinite(metrics)) | (metrics[0] >= DIVERGED_LOSS)
             diverged = state["diverged"] | (state["active"] & exploded)
             active = state["active"] & ~exploded
