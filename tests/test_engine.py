@@ -151,6 +151,31 @@ def test_schedule_divides_epochs():
         assert epochs // every <= engine.MAX_HISTORY_POINTS
 
 
+def test_schedule_refuses_epochs_it_cannot_evaluate_often():
+    """97 epochs at 50 points would evaluate once (no early stopping, no matched-loss
+    stop): refused, with epoch counts that work."""
+    with pytest.raises(engine.ScheduleError, match="allows only 1; use epochs 96 or 98"):
+        engine.schedule(97, 50)
+    assert engine.schedule(97, 200) == (1, 1)  # every epoch: fine
+    for epochs in (96, 98, 99):
+        every, _ = engine.schedule(epochs, 50)
+        assert epochs // every >= 12
+
+
+def test_unschedulable_epochs_are_a_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    out = tmp_path / "r"
+    result = CliRunner().invoke(
+        main,
+        ["run", "exp_overfitting", "--profile", "quick", "--seeds", "1",
+         "--set", "epochs=97", "--set", "history_points=50", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "epochs=97" in result.output and not out.exists()
+
+
 MULTI_DEVICE = textwrap.dedent(
     """
     import numpy as np, jax

@@ -95,17 +95,46 @@ class CohortSpec:
         return steps_per_epoch(num_train, self.batch_size)
 
 
+class ScheduleError(ValueError):
+    """An epoch count that cannot be evaluated evenly often enough; says what would."""
+
+
 def schedule(epochs: int, max_points: int = MAX_HISTORY_POINTS, target_chunks: int = 20):
     """(eval_every, evals_per_chunk): evaluations ≤ max_points, chunks ≈ target_chunks.
 
-    Both are divisors, so every chunk is the same compiled program.
+    Both are divisors, so every chunk is the same compiled program. Evaluations are
+    where early stopping and matched-loss stops are decided, so an epoch count whose
+    divisors leave fewer than a quarter of the evaluations asked for (a prime count of
+    epochs above ``max_points``: 97 epochs at 50 points would evaluate once) is refused
+    with the nearest counts that schedule well.
     """
+    if epochs < 1 or max_points < 1:
+        raise ScheduleError(f"epochs ({epochs}) and history points ({max_points}) must be ≥ 1")
     divisors = [d for d in range(1, epochs + 1) if epochs % d == 0]
     eval_every = next(d for d in divisors if epochs // d <= max_points)
     num_evals = epochs // eval_every
+    wanted = min(epochs, max_points)
+    if num_evals < max(1, wanted // 4):
+        near = [
+            e
+            for e in range(max(1, epochs - 12), epochs + 13)
+            if e != epochs and _evals(e, max_points) >= max(1, min(e, max_points) // 2)
+        ]
+        near = sorted(near, key=lambda e: (abs(e - epochs), e))[:3]
+        raise ScheduleError(
+            f"epochs={epochs} with history_points={max_points}: evenly spaced evaluations "
+            f"must divide the epochs, and {epochs} allows only {num_evals}; use epochs "
+            f"{' or '.join(map(str, near))}, or history_points ≥ {epochs}"
+        )
     per_chunk_cap = max(1, -(-num_evals // target_chunks))
     evals_per_chunk = max(d for d in range(1, per_chunk_cap + 1) if num_evals % d == 0)
     return eval_every, evals_per_chunk
+
+
+def _evals(epochs: int, max_points: int) -> int:
+    """Evaluations :func:`schedule` would make (no error)."""
+    every = next(d for d in range(1, epochs + 1) if epochs % d == 0 and epochs // d <= max_points)
+    return epochs // every
 
 
 def optimizer(name: str):

@@ -38,7 +38,7 @@ from typing import Annotated, ClassVar, Literal
 from toolkit import augment as augmentations
 from toolkit import data as datasets
 from toolkit import models
-from toolkit.engine import HPARAMS, STREAMS, CohortSpec
+from toolkit.engine import HPARAMS, STREAMS, CohortSpec, ScheduleError, schedule
 
 #: Most seeds one command may plan per grid point (a typo like ``--seeds 1000000000``
 #: fails at once instead of planning for ever).
@@ -283,6 +283,10 @@ class RunConfig:
             problem = base[name].problem(value) if name in base else None
             if problem:
                 raise SpecError(f"the runs' {name}={_show(value)}: {problem}")
+        try:
+            schedule(spec.epochs, spec.history_points)
+        except ScheduleError as err:
+            raise SpecError(str(err)) from None
         data = datasets.load(spec.dataset)
         num_train = len(data.y_train)
         if spec.batch_size > num_train:
