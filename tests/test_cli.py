@@ -21,7 +21,8 @@ def test_list_and_show(cli):
     shown = cli.invoke(main, ["show", "exp_overfitting"])
     assert shown.exit_code == 0
     assert "label_noise: 0.0, 0.2, 1.0" in shown.output
-    assert "30 runs in 1 cohorts, 96,000 optimizer steps" in shown.output
+    assert "30 runs in 2 cohorts, 96,000 optimizer steps" in shown.output
+    assert "primary C02" in shown.output and "why:" in shown.output
 
 
 def test_run_quick_then_figures(cli, tmp_path):
@@ -94,9 +95,11 @@ def test_unwritable_and_incompatible_results_folders(cli, tmp_path):
 
 # ----- compare ----------------------------------------------------------------------------
 def _overfitting_results(name: str):
+    """A frozen CPU / H200 twin of one command (see tests/test_compare.py)."""
     from pathlib import Path
 
-    return Path(__file__).resolve().parents[1] / "results" / "exp_overfitting" / name
+    twin = {"default": "cpu", "default-h200": "h200"}[name]
+    return Path(__file__).resolve().parent / "data" / "hardware_twin" / twin
 
 
 def test_compare_exit_codes_and_csv(cli, tmp_path):

@@ -133,6 +133,15 @@ def show(name: str, profile: str) -> None:
         f"cost: {c['runs']} runs in {c['cohorts']} cohorts, {c['steps']:,} optimizer steps, "
         f"{c['epochs']:,} run-epochs"
     )
+    click.echo("\ndeclared tests (the primary decides its claim):")
+    order = {"primary": 0, "secondary": 1, "check": 2}
+    for test in sorted(experiment.module.TESTS, key=lambda t: order[t.role]):
+        bound = "within ±" if test.direction == "within" else f"{test.direction} than "
+        where = f" ({test.condition})" if test.condition else ""
+        click.echo(
+            f"  {test.role} {test.claim} [{test.kind}] {test.statistic}{where}: "
+            f"{bound}{test.smallest_effect:g}\n      why: {test.effect_reason}"
+        )
 
 
 @main.command()

@@ -331,6 +331,9 @@ def grid_factors(a: Side, b: Side, factors: Sequence[str] | None = None) -> list
         names, reason = list(factors), "named by --factor"
     else:
         names = list(dict.fromkeys(side_factors(a) + side_factors(b)))
+        # a factor the experiment declares today but neither side has a column for
+        # (both written before it existed) does not separate their runs
+        names = [n for n in names if n in a.summary.columns or n in b.summary.columns]
         reason = "a grid factor of the other side"
     for side in (a, b):
         for name in names:

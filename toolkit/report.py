@@ -418,19 +418,41 @@ def _hardware_section(doc: Doc, results: Path, profile: str, found) -> None:
         "`toolkit compare` of each result folder with its twin run elsewhere (same run "
         "ids): per metric and grid point, TOST equivalence of the paired-by-seed "
         "difference at the default tolerances (0.01 for accuracies, 5% of the mean "
-        "otherwise)."
+        "otherwise). The software column shows when the JAX version changed with the "
+        "hardware; a twin trained under an earlier protocol of the experiment is not "
+        "comparable and says why (it needs rerunning on that hardware)."
     )
     rows = []
     for f, other in pairs:
-        comparison = cmp.compare(f.folder.path, other)
+        meta_b = ResultsFolder(other).meta()
+        jax_a = f.folder.meta().get("versions", {}).get("jax", "?")
+        jax_b = meta_b.get("versions", {}).get("jax", "?")
+        software = f"jax {jax_a}" if jax_a == jax_b else f"jax {jax_a} vs {jax_b}"
+        folders = f"{profile} vs {other.name} ({meta_b.get('device_kind', '?')})"
+        try:
+            comparison = cmp.compare(f.folder.path, other)
+        except cmp.CompareError as err:
+            reason = str(err).replace(str(results) + "/", "")
+            rows.append(
+                [
+                    f"`{f.experiment.name}`",
+                    folders,
+                    software,
+                    f"not comparable: {reason}",
+                    "—",
+                    "—",
+                    "—",
+                ]
+            )
+            continue
         counts = comparison.counts()
         claims = comparison.claims
         changed = 0 if claims.empty else int((claims["status"] != "same").sum())
-        meta_b = ResultsFolder(other).meta()
         rows.append(
             [
                 f"`{f.experiment.name}`",
-                f"{profile} vs {other.name} ({meta_b.get('device_kind', '?')})",
+                folders,
+                software,
                 str(counts["equivalent"]),
                 str(counts["inconclusive"]),
                 str(counts["different"]),
@@ -438,7 +460,15 @@ def _hardware_section(doc: Doc, results: Path, profile: str, found) -> None:
             ]
         )
     doc.table(
-        ["experiment", "folders", "equivalent", "inconclusive", "different", "verdicts changed"],
+        [
+            "experiment",
+            "folders",
+            "software",
+            "equivalent",
+            "inconclusive",
+            "different",
+            "verdicts changed",
+        ],
         rows,
     )
 
