@@ -90,6 +90,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import matplotlib.transforms as mtransforms
 import numpy as np
 import pandas as pd
@@ -608,6 +609,8 @@ def _sharpness_figure(
     left.set_title(f"Sharpness every {k} steps; dashed: 2/lr", fontsize=9)
     left.legend(loc="upper left")
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
     right.set_xlabel("GD step (full batch)")
     right.set_ylabel("train loss (MSE)")
     right.set_title("Training loss", fontsize=9)
@@ -644,6 +647,7 @@ def _threshold_figure(runs: pd.DataFrame, steps: int, evidence, out_dir: Path) -
         )
     for ax in (left, right):
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
         ax.axvline(1.0, color="k", ls="--", lw=1)
         ax.set_xlabel("lr · λ_max(init) / 2   (1 = the classical bound 2/λ_max(init))")
     left.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
@@ -652,6 +656,8 @@ def _threshold_figure(runs: pd.DataFrame, steps: int, evidence, out_dir: Path) -
     left.legend(fontsize=7)
     right.axhline(1.0, color="k", ls=":", lw=1)
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
     right.set_ylabel("λ_max · lr / 2 at the end (last quarter)")
     right.set_title("Sharpness at the end of the runs that did not diverge", fontsize=9)
     finding = "no seed diverged in the grid"
