@@ -12,7 +12,7 @@ from toolkit import data as datasets
 from toolkit.cli import main
 
 
-def _arrays(seed: int = 0, n: int = 300, features: int = 12, classes: int = 3) -> dict:
+def _arrays(seed: int = 0, n: int = 800, features: int = 12, classes: int = 3) -> dict:
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 3, (classes, features))
     y = rng.integers(0, classes, n)
@@ -32,7 +32,8 @@ def npz(tmp_path):
 def test_file_dataset_loads_with_a_stratified_validation_split(npz):
     d = datasets.load_file(npz)
     assert d.num_classes == 3 and d.input_shape == (12,)
-    assert len(d.y_val) == 60 and len(d.y_train) == 240 and len(d.y_test) == 90
+    assert len(d.y_val) == (160 // 3) * 3 and len(d.y_train) + len(d.y_val) == 800  # stratified
+    assert len(d.y_test) == 90
     assert sorted(np.unique(d.y_val)) == [0, 1, 2]
     assert d.x_train.dtype == np.float32 and d.y_train.dtype == np.int32
     assert datasets.load_file(npz).content_hash == d.content_hash
@@ -103,6 +104,18 @@ def test_bad_files_are_refused_in_one_line(kind, tmp_path):
     message = result.output.strip()
     assert len(message.splitlines()) == 1 and BAD[kind][1] in message, message
     assert "Traceback" not in message and not out.exists()
+
+
+def test_a_file_too_small_for_the_experiment_is_refused(tmp_path):
+    """exp_overfitting monitors the loss on 512 training examples (C02)."""
+    path = tmp_path / "small.npz"
+    np.savez(path, **_arrays(n=300))
+    result = CliRunner().invoke(
+        main,
+        ["run", "exp_overfitting", "--profile", "quick", "--seeds", "1",
+         "--set", f"dataset={path}", "--out", str(tmp_path / "r")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "monitor_examples=512" in result.output, result.output
 
 
 def test_not_a_file_and_not_a_zip(tmp_path):

@@ -294,10 +294,12 @@ class RunConfig:
                 f"batch_size={spec.batch_size} is larger than the training set of "
                 f"{spec.dataset} ({num_train} examples); use 1 … {num_train}"
             )
-        if spec.track_sharpness > num_train:
-            raise SpecError(
-                f"track_sharpness={spec.track_sharpness}: use 0 (off) … {num_train} examples"
-            )
+        for name in ("track_sharpness", "monitor_examples"):
+            if getattr(spec, name, 0) > num_train:
+                raise SpecError(
+                    f"{name}={getattr(spec, name)} is more than the training set of "
+                    f"{spec.dataset} ({num_train} examples); use 0 (off) … {num_train}"
+                )
         features = math.prod(data.input_shape)
         if spec.model == "cnn2d" and math.isqrt(features) ** 2 != features:
             raise SpecError(
