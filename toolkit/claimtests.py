@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -393,8 +394,6 @@ def adjust_family(frames: Mapping[str, pd.DataFrame], alpha: float = ALPHA) -> d
 def sibling_verdicts(folder_path, profile_folder: str, exclude: str) -> dict[str, pd.DataFrame]:
     """Verdict frames (new schema only) of the other experiments under the same results
     root and profile folder, for the family adjustment."""
-    from pathlib import Path
-
     root = Path(folder_path).parent.parent
     found = {}
     for path in sorted(root.glob(f"*/{profile_folder}/verdicts.csv")):
