@@ -184,7 +184,12 @@ def test_persistent_compile_cache_is_used_and_recorded(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "TOOLKIT_CACHE": str(tmp_path / "cache")}
+    # every program cached, however fast it compiled (no timing-dependent entries)
+    env = {
+        **os.environ,
+        "TOOLKIT_CACHE": str(tmp_path / "cache"),
+        "TOOLKIT_CACHE_MIN_COMPILE_S": "0",
+    }
     command = [sys.executable, "-m", "toolkit", "run", "exp_overfitting", "--profile", "quick",
                "--seeds", "1", "--quiet", "--out"]  # fmt: skip
     first = subprocess.run(command + [str(tmp_path / "a")], env=env, capture_output=True)

@@ -152,7 +152,9 @@ def compile_cache(enabled: bool = True, path: str | os.PathLike | None = None) -
     loads its compiled programs instead of compiling them again; ``enabled=False``
     (``--no-compile-cache``) leaves it off. Returns the directory in use (recorded in
     meta.json), or None. Entries are keyed by the program, the backend and the XLA
-    flags, so a cached program computes exactly what a fresh compile would."""
+    flags, so a cached program computes exactly what a fresh compile would. Programs
+    compiled faster than ``CACHE_MIN_COMPILE_S`` (``$TOOLKIT_CACHE_MIN_COMPILE_S``) are
+    not stored."""
     if not enabled:
         return None
     from toolkit.data import cache_dir
@@ -160,7 +162,8 @@ def compile_cache(enabled: bool = True, path: str | os.PathLike | None = None) -
     where = Path(path) if path is not None else cache_dir() / "jax"
     where.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(where))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    least = float(os.environ.get("TOOLKIT_CACHE_MIN_COMPILE_S", CACHE_MIN_COMPILE_S))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", least)
     return str(where)
 
 
