@@ -10,9 +10,7 @@ else is a bug: one line pointing to ``--debug`` (which shows the traceback), exi
 from __future__ import annotations
 
 import math
-import os
 import shlex
-import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -240,18 +238,15 @@ def run(
 
 
 def _parse_seeds(text: str | None) -> int | None:
-    """``--seeds``: a whole number from 1 to spec.MAX_SEEDS (None: the profile's)."""
-    from toolkit.spec import MAX_SEEDS
+    """``--seeds`` (None: the profile's), checked before JAX starts."""
+    from toolkit.spec import SpecError, check_seeds
 
     if text is None:
         return None
     try:
-        seeds = int(text.strip())
-    except ValueError:
-        _fail(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {text!r}")
-    if not 1 <= seeds <= MAX_SEEDS:
-        _fail(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {seeds}")
-    return seeds
+        return check_seeds(text)
+    except SpecError as err:
+        _fail(str(err))
 
 
 @main.command()
@@ -260,7 +255,7 @@ def _parse_seeds(text: str | None) -> int | None:
 @click.option("--out", default="results", show_default=True, type=click.Path(path_type=Path))
 def figures(name, profile, out) -> None:
     """Redraw paper_figures/ from the results CSVs only (no training)."""
-    from toolkit import results, spec
+    from toolkit import results, runner, spec
 
     names = [name] if name else spec.experiment_names()
     found = []
@@ -281,34 +276,8 @@ def figures(name, profile, out) -> None:
     for _, folder in found:
         folder.check(complete=True)
     for experiment, folder in found:
-        target, paths = _draw(experiment, folder)
-        click.echo(f"{experiment.name}: {len(paths)} figures → {target}")
-
-
-def _draw(experiment, folder):
-    """An experiment's figures, drawn into a scratch folder and moved into place only
-    when all of them were drawn (a failure leaves the previous figures as they were)."""
-    from toolkit import runner
-    from toolkit.schema import ResultsError
-
-    target = runner.figures_dir(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    scratch = target.parent / f".{target.name}.drawing-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
-    try:
-        try:
-            paths = list(experiment.module.figures(folder, scratch))
-        except KeyError as err:
-            raise ResultsError(
-                f"{folder.path}: the figures need column {err.args[0]!r}, which the results "
-                f"lack; rerun `toolkit run {experiment.name}` for this folder with --force"
-            ) from err
-        for path in sorted(scratch.iterdir()):
-            os.replace(path, target / path.name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target, [target / Path(p).name for p in paths]
+        paths = runner.draw_figures(experiment, folder)
+        click.echo(f"{experiment.name}: {len(paths)} figures → {runner.figures_dir(folder)}")
 
 
 @main.command("compare")
@@ -392,25 +361,10 @@ def report(profile, out) -> None:
     With the default profile it also refreshes the claims table in the README beside
     the results folder (between its marker comments)."""
     from toolkit import report as claims_report
-    from toolkit import spec
-    from toolkit.results import ResultsFolder
 
     if not out.is_dir():
         _fail(f"no results folder {out}; run an experiment first, or pass --out")
-    folders = [ResultsFolder(out / n / profile) for n in spec.experiment_names()]
-    folders = [f for f in folders if (f.path / "verdicts.csv").exists()]
-    if not folders:
-        _fail(
-            f"no results for profile {profile!r} under {out} (no <experiment>/{profile}/"
-            "verdicts.csv); run `toolkit run <experiment> --profile "
-            f"{profile}` first, or pick a profile that has results"
-        )
-    # Every input (and every twin folder it compares with) is checked before writing.
-    for folder in folders:
-        folder.check(complete=True)
-        for twin in sorted(folder.path.parent.glob(f"{profile}-*")):
-            if (twin / "summary.csv").exists():
-                ResultsFolder(twin).check()
+    claims_report.check_inputs(out, profile)
     readme = out.resolve().parent / "README.md"
     paths = claims_report.write(out, profile, readme=readme)
     click.echo(" and ".join(str(p) for p in paths))

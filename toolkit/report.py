@@ -28,7 +28,7 @@ import pandas as pd
 
 from toolkit import claimtests, runner, spec
 from toolkit import compare as cmp
-from toolkit.results import ResultsFolder, atomic_write_bytes
+from toolkit.results import ResultsError, ResultsFolder, atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_FILE = ROOT / "CLAIMS.md"
@@ -487,6 +487,26 @@ def readme_with_claims(readme: str, results: Path, profile: str, base: Path) -> 
     head, rest = readme.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     return head + README_START + "\n\n" + table.markdown() + "\n" + README_END + tail
+
+
+def check_inputs(results: Path | str, profile: str) -> None:
+    """Every results folder the report reads (and every twin it compares with) reads
+    back well-formed, and there is at least one; a ResultsError otherwise. Nothing is
+    written before this passes."""
+    results = Path(results)
+    folders = [ResultsFolder(results / n / profile) for n in spec.experiment_names()]
+    folders = [f for f in folders if (f.path / "verdicts.csv").exists()]
+    if not folders:
+        raise ResultsError(
+            f"no results for profile {profile!r} under {results} (no <experiment>/{profile}/"
+            f"verdicts.csv); run `toolkit run <experiment> --profile {profile}` first, or "
+            "pick a profile that has results"
+        )
+    for folder in folders:
+        folder.check(complete=True)
+        for twin in sorted(folder.path.parent.glob(f"{profile}-*")):
+            if (twin / "summary.csv").exists():
+                ResultsFolder(twin).check()
 
 
 def write(

@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -80,8 +81,8 @@ from toolkit.engine import (
     run_keys,
 )
 from toolkit.parallel import RunAxis
-from toolkit.results import ResultsFolder
-from toolkit.spec import MAX_SEEDS, Experiment, RunConfig, SpecError
+from toolkit.results import ResultsError, ResultsFolder
+from toolkit.spec import Experiment, RunConfig, check_seeds
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,7 @@ def run_experiment(
     overrides = overrides or {}
     writer = distributed.is_writer()
     seeds = seeds if seeds is not None else int(experiment.profile(profile).get("seeds", 10))
-    if not 1 <= seeds <= MAX_SEEDS:
-        raise SpecError(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {seeds}")
+    check_seeds(seeds)
     # Every config is validated while planning; nothing is written before this point,
     # nor before every file already in the folder reads back well-formed.
     runs = plan_runs(experiment, profile, seeds, overrides)
@@ -559,9 +559,26 @@ def figures_dir(folder: ResultsFolder) -> Path:
 
 
 def draw_figures(experiment: Experiment, folder: ResultsFolder) -> list[Path]:
+    """An experiment's figures, drawn into a scratch folder and moved into place only
+    when all of them were drawn (a failure leaves the previous figures as they were)."""
     target = figures_dir(folder)
     target.mkdir(parents=True, exist_ok=True)
-    return list(experiment.module.figures(folder, target))
+    scratch = target.parent / f".{target.name}.drawing-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        try:
+            paths = list(experiment.module.figures(folder, scratch))
+        except KeyError as err:
+            raise ResultsError(
+                f"{folder.path}: the figures need column {err.args[0]!r}, which the results "
+                f"lack; rerun `toolkit run {experiment.name}` for this folder with --force"
+            ) from err
+        for path in sorted(scratch.iterdir()):
+            os.replace(path, target / path.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [target / Path(p).name for p in paths]
 
 
 def _rows(name, cohort: Cohort, runs, result: CohortResult, measures: dict):

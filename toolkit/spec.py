@@ -49,6 +49,17 @@ class SpecError(ValueError):
     """Bad experiment name, override or grid: the message says how to fix it."""
 
 
+def check_seeds(seeds) -> int:
+    """``--seeds``: a whole number from 1 to ``MAX_SEEDS`` (text is parsed)."""
+    try:
+        value = int(str(seeds).strip())
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= MAX_SEEDS:
+        raise SpecError(f"--seeds must be a positive integer (1 … {MAX_SEEDS:,}), got {seeds!r}")
+    return value
+
+
 # ----- field domains: declared once, beside the fields ------------------------------
 @dataclass(frozen=True)
 class Range:
