@@ -156,15 +156,6 @@ def _p(x: float) -> str:
     return "< 1e-4" if x < 1e-4 else f"{x:.2g}"
 
 
-def _key_number(row) -> str:
-    if row.kind == "exact":
-        return f"{row.statistic} = {_num(row.estimate)} (exact)"
-    return (
-        f"{row.statistic} = {_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}]"
-        f" (n = {row.n_seeds}/{row.n_planned})"
-    )
-
-
 def gather(results: Path, profile: str) -> list[ExperimentResults]:
     found = []
     for name in spec.experiment_names():
@@ -264,12 +255,7 @@ def claim_rows(
                 f"({row.n_seeds}/{row.n_planned})"
             )
             p = f"{_p(row.p_value)} ({_p(row.p_holm)})"
-        verdict = row.verdict
-        if verdict == "inconclusive":
-            if row.reason:
-                verdict += f": {row.reason}"
-            elif pd.notna(row.seeds_needed):
-                verdict += f" (~{int(row.seeds_needed):,} seeds for 80% power)"
+        verdict = _verdict_text(row)
         figure = _claim_figure(f, claim.id)
         link = f"[figure]({_link(figure, link_base)})" if figure else "—"
         rows.append([claim.id, claim.statement, test, number, p, verdict, link])
