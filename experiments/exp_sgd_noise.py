@@ -376,7 +376,7 @@ TESTS = [
         "GD needed 10^{estimate:.2f} = {factor:.1f}× [{factor_low:.1f}, {factor_high:.1f}] "
         "the gradient evaluations of SGD ({n} of {planned} seeds; {verdict}); GD reached the "
         "target in {gd_reached} seeds, SGD in {sgd_reached}.",
-        condition="scaled lr (lr ∝ B): the arm where GD reaches the target",
+        condition="scaled lr (lr ∝ B), declared; the fixed-lr arm is a secondary",
     ),
     Test(
         "compute_fixed", "C05", "secondary", "log_ratio",

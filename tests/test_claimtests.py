@@ -173,8 +173,11 @@ def test_verdict_rule_and_seeds_needed():
     rng = np.random.default_rng(0)
     clear = ct.evaluate([_test(smallest_effect=0.1)], {"k": ct.per_seed(rng.normal(1, 0.3, 10))})
     assert clear.iloc[0]["verdict"] == "supported" and pd.isna(clear.iloc[0]["seeds_needed"])
-    below = ct.evaluate([_test(smallest_effect=2.0)], {"k": ct.per_seed(rng.normal(1, 0.3, 10))})
-    assert below.iloc[0]["verdict"] == "contradicted"  # an effect smaller than the claim needs
+    small = ct.evaluate([_test(smallest_effect=2.0)], {"k": ct.per_seed(rng.normal(1, 0.3, 10))})
+    # a real effect, but smaller than the claim needs: inconclusive (CLAIMS.md), and said
+    assert small.iloc[0]["verdict"] == "inconclusive" and "smaller" in small.iloc[0]["reason"]
+    other_side = ct.evaluate([_test()], {"k": ct.per_seed(rng.normal(-1, 0.3, 10))})
+    assert other_side.iloc[0]["verdict"] == "contradicted"
     weak = ct.evaluate([_test(smallest_effect=0.0)], {"k": ct.per_seed(rng.normal(0.1, 1, 10))})
     row = weak.iloc[0]
     assert row["verdict"] == "inconclusive"

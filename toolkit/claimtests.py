@@ -10,9 +10,10 @@ by key (:func:`per_seed`, :func:`rank`, :func:`fraction`, :func:`bootstrap`,
 :func:`exact`); :func:`evaluate` computes estimate, 95% interval, p-value, verdict and,
 for an inconclusive test, the seeds a power calculation says would settle it.
 
-The verdict rule, for a smallest effect m ≥ 0 (``greater``; ``less`` mirrors it):
-``supported`` when the 95% interval lies above m, ``contradicted`` when it lies below
-m (an effect, if any, smaller than what the claim needs), else ``inconclusive``.
+The verdict rule of CLAIMS.md, for a smallest effect m ≥ 0 (``greater``; ``less``
+mirrors it): ``supported`` when the 95% interval lies above m, ``contradicted`` when it
+lies below 0 (the other side), else ``inconclusive`` — including a real effect too
+small to matter (an interval between 0 and m), whose row says so.
 ``within`` (equivalence, margin m > 0) is TOST: ``supported`` when the 90% interval
 lies inside (−m, m), ``contradicted`` when the 95% interval lies outside it. m = 0
 is allowed only where any effect in the predicted direction supports the claim, and
@@ -300,6 +301,11 @@ def _row(test: Test, ev: Evidence) -> dict:
         else:
             p, side = iv.decision_p(interval, test.direction, m)
         verdict = "inconclusive" if reason else _verdict_from_p(p, side)
+        sign = -1.0 if test.direction == "less" else 1.0
+        lo_eff, hi_eff = sorted((sign * low, sign * high))  # in the predicted direction
+        if verdict == "inconclusive" and not reason and test.direction != "within":
+            if m > 0 and 0 < lo_eff and hi_eff < m:
+                reason = f"a real effect smaller than the smallest effect of interest ({m:g})"
         if not reason:  # kept for a primary until Holm has decided it
             seeds = iv.seeds_needed(interval, _sd(ev), test.direction, m)
         if verdict != "inconclusive" and test.role != "primary":

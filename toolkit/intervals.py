@@ -210,11 +210,13 @@ def exact(value: float) -> Interval:
 def decision_p(interval: Interval, direction: str, margin: float) -> tuple[float, str]:
     """The p-value that decides a verdict, and the side it supports.
 
-    ``greater`` (``less`` mirrors it): H0 "true ≤ margin" (p → ``supported``) or
-    "true ≥ margin" (p → ``contradicted``), two-sided convention (2 × one-sided),
-    whichever side the estimate lies on. ``within``: TOST p (the larger one-sided p of
-    "true ≤ −margin" and "true ≥ margin") when |estimate| < margin, else 2 × the
-    one-sided p that it lies beyond the margin on its side (→ ``contradicted``).
+    ``greater`` (``less`` mirrors it), the rule of CLAIMS.md: when the estimate lies
+    beyond the margin, H0 "true ≤ margin" (p → ``supported``); otherwise H0 "true ≥ 0"
+    (p → ``contradicted``: the effect is on the other side of zero), two-sided
+    convention (2 × one-sided). An interval between 0 and the margin decides neither: a
+    real effect too small to matter is inconclusive, not contradicted. ``within``: TOST
+    p (the larger one-sided p of "true ≤ −margin" and "true ≥ margin") when |estimate| <
+    margin, else 2 × the one-sided p that it lies beyond the margin (→ ``contradicted``).
     """
     est = interval.estimate
     if not np.isfinite(est):
@@ -226,10 +228,10 @@ def decision_p(interval: Interval, direction: str, margin: float) -> tuple[float
         return min(1.0, 2 * p), "contradicted"
     if direction == "less":
         supported = est < -margin
-        p = interval.p_below(-margin) if supported else interval.p_above(-margin)
+        p = interval.p_below(-margin) if supported else interval.p_above(0.0)
     else:
         supported = est > margin
-        p = interval.p_above(margin) if supported else interval.p_below(margin)
+        p = interval.p_above(margin) if supported else interval.p_below(0.0)
     return min(1.0, 2 * p), "supported" if supported else "contradicted"
 
 
@@ -259,9 +261,10 @@ def seeds_needed(
     """Seeds at which the same test would reach a verdict with ``power``, if the true
     value were the present estimate.
 
-    The distance that decides is d = |estimate − the nearest decision bound| (the
-    margin m for ``greater``/``less``, on either side; for ``within`` m − |estimate|
-    under TOST, |estimate| − m otherwise). Power of the one-sided t-test at level
+    The distance that decides is d = the estimate's distance to the bound on its side
+    (beyond the margin m: to m; on the other side of 0: to 0; between them no number of
+    seeds decides, None; for ``within`` m − |estimate| under TOST, |estimate| − m
+    otherwise). Power of the one-sided t-test at level
     α/2 (α for TOST) with noncentrality d·√n/sd: the smallest n with
     1 − F_{t(n−1, d√n/sd)}(t_{1−α/2, n−1}) ≥ ``power``. None when d or sd is 0 or
     undefined; ``cap`` when even that many seeds would not do.
@@ -276,8 +279,11 @@ def seeds_needed(
         else:
             d = abs(est) - margin
     else:
-        bound = margin if direction == "greater" else -margin
-        d = abs(est - bound)
+        sign = 1.0 if direction == "greater" else -1.0
+        effect = sign * est  # in the predicted direction
+        if 0 <= effect <= margin:
+            return None  # between 0 and the margin: more seeds decide neither side
+        d = effect - margin if effect > margin else -effect
     if d <= 0:
         return None
 
