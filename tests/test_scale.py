@@ -203,7 +203,34 @@ def test_persistent_compile_cache_is_used_and_recorded(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "jax").iterdir()) == entries
     meta = json.loads((tmp_path / "b" / "exp_overfitting" / "quick" / "meta.json").read_text())
     assert str(tmp_path / "cache" / "jax") in json.dumps(meta)
+    # the second run's backend compiles were all cache reads, and meta.json says so
+    first_meta = json.loads(
+        (tmp_path / "a" / "exp_overfitting" / "quick" / "meta.json").read_text()
+    )
+    for cohort, cold in zip(meta["cohorts"], first_meta["cohorts"]):
+        warm, cold = cohort["compile_s"]["training"], cold["compile_s"]["training"]
+        assert warm["programs"] == cold["programs"] > 0
+        assert warm["cache_hits"] == warm["programs"] and cold["cache_hits"] == 0
+    assert meta["invocations"][-1]["compile_s"] >= 0
     for name in ("summary.csv", "history.csv"):
         a = (tmp_path / "a" / "exp_overfitting" / "quick" / name).read_bytes()
         assert a == (tmp_path / "b" / "exp_overfitting" / "quick" / name).read_bytes()
     assert distributed.compile_cache(enabled=False) is None  # --no-compile-cache
+
+
+def test_compile_clock_counts_compiles_once_and_nests():
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x: jnp.tanh(x) @ x.T + 0.12345)
+    x = jnp.ones((8, 8))
+    with distributed.CompileClock() as outer:
+        with distributed.CompileClock() as inner:
+            f(x).block_until_ready()
+        with distributed.CompileClock() as again:
+            f(x).block_until_ready()  # cached in memory: nothing compiled
+    assert inner.programs >= 1 and inner.total_s > 0
+    assert again.programs == 0 and again.total_s == 0
+    assert outer.programs == inner.programs and outer.total_s == inner.total_s
+    assert set(inner.summary()) == {"trace_s", "lower_s", "backend_s", "total_s", "programs",
+                                    "cache_hits"}  # fmt: skip

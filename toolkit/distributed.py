@@ -167,6 +167,80 @@ def compile_cache(enabled: bool = True, path: str | os.PathLike | None = None) -
     return str(where)
 
 
+#: JAX's monitoring events (jax._src.dispatch) for the three stages of a compile:
+#: tracing to a jaxpr, lowering to StableHLO, and the backend compile (on a
+#: persistent-cache hit, that stage is the cache read).
+COMPILE_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+    "/jax/core/compile/backend_compile_duration": "backend_s",
+}
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_open_clocks: list[CompileClock] = []
+
+
+class CompileClock:
+    """Seconds spent compiling while the ``with`` block runs (nested clocks all count).
+
+    Fed by listeners on JAX's monitoring events, so it times exactly the compiles
+    JAX does: ``trace_s`` + ``lower_s`` + ``backend_s`` = ``total_s``; ``programs``
+    counts backend compiles and ``cache_hits`` those served by the persistent cache.
+    Compiles run on the calling thread, so a clock measures its own block's work.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
+        self.programs = 0
+        self.cache_hits = 0
+
+    def __enter__(self) -> CompileClock:
+        _listen()
+        _open_clocks.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _open_clocks.remove(self)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+    def summary(self) -> dict:
+        """Rounded figures for meta.json."""
+        out = {name: round(value, 3) for name, value in self.seconds.items()}
+        return out | {
+            "total_s": round(self.total_s, 3),
+            "programs": self.programs,
+            "cache_hits": self.cache_hits,
+        }
+
+
+_listening = False
+
+
+def _listen() -> None:
+    global _listening
+    if _listening:
+        return
+
+    def on_duration(event: str, seconds: float, **_) -> None:
+        name = COMPILE_EVENTS.get(event)
+        if name is None:
+            return
+        for clock in _open_clocks:
+            clock.seconds[name] += seconds
+            clock.programs += name == "backend_s"
+
+    def on_event(event: str, **_) -> None:
+        if event == _CACHE_HIT_EVENT:
+            for clock in _open_clocks:
+                clock.cache_hits += 1
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    jax.monitoring.register_event_listener(on_event)
+    _listening = True
+
+
 def cache_location() -> str | None:
     """The persistent compilation cache directory in use, if any."""
     return jax.config.jax_compilation_cache_dir or None

@@ -348,6 +348,7 @@ def _run_locked(
         file=sys.stderr,
     )
     runs_done = 0
+    compile_s = 0.0  # compiling for the cohorts (training and measurements)
     for index, (spec, cohort_runs) in enumerate(cohorts.items()):
         bar.set_description(f"cohort {index + 1}/{len(cohorts)} ({len(cohort_runs)} runs)")
         dataset = datasets.load(spec.dataset)
@@ -364,27 +365,33 @@ def _run_locked(
         hparams = {h: np.array([r.config.hparams()[h] for r in cohort_runs]) for h in HPARAMS}
         pending = _pending_key(cohort_runs)
         result = _load_pending(folder, pending, cohort_runs) if reuse else None
-        if result is None:
-            epochs_seen = 0
-            for update in cohort.train(keys, hparams):
-                bar.update(len(cohort_runs) * (update["epochs_done"] - epochs_seen))
-                epochs_seen = update["epochs_done"]
-            result = update["result"]
-        else:
-            bar.update(len(cohort_runs) * spec.epochs)
+        with distributed.CompileClock() as training_compiles:
+            if result is None:
+                epochs_seen = 0
+                for update in cohort.train(keys, hparams):
+                    bar.update(len(cohort_runs) * (update["epochs_done"] - epochs_seen))
+                    epochs_seen = update["epochs_done"]
+                result = update["result"]
+            else:
+                bar.update(len(cohort_runs) * spec.epochs)
         measured_start = time.perf_counter()
         measures = {}
-        if hasattr(experiment.module, "measure"):
-            # Per-run arrays become summary columns; DataFrames (with run_id and the
-            # grid factors) become tables of their own, e.g. slices.csv.
-            trained = TrainedCohort(cohort, cohort_runs, result, keys)
-            try:
-                measures = experiment.module.measure(trained)
-            except BaseException:
-                if writer:  # keep what was trained: the next run measures it again
-                    _save_pending(folder, pending, cohort_runs, result)
-                raise
+        with distributed.CompileClock() as measure_compiles:
+            if hasattr(experiment.module, "measure"):
+                # Per-run arrays become summary columns; DataFrames (with run_id and the
+                # grid factors) become tables of their own, e.g. slices.csv.
+                trained = TrainedCohort(cohort, cohort_runs, result, keys)
+                try:
+                    measures = experiment.module.measure(trained)
+                except BaseException:
+                    if writer:  # keep what was trained: the next run measures it again
+                        _save_pending(folder, pending, cohort_runs, result)
+                    raise
         result.timings["measure_s"] = time.perf_counter() - measured_start
+        # Compile seconds inside the timings above (init_s and first_chunk_s hold the
+        # training program's, measure_s the measurement programs').
+        compiles = {"training": training_compiles.summary(), "measure": measure_compiles.summary()}
+        compile_s += training_compiles.total_s + measure_compiles.total_s
         runs_done += len(cohort_runs)
         if not writer:
             continue
@@ -394,6 +401,7 @@ def _run_locked(
         memory = {"estimate_bytes": estimate.cohort(per_device, run_batch), "run_batch": run_batch}
         memory.update(peak_memory(run_axis))
         entry = _cohort_meta(spec, cohort, cohort_runs, result) | {
+            "compile_s": compiles,
             "memory": memory,
             "trained_on": machine | {"finished": _iso(time.time())},
         }
@@ -420,6 +428,7 @@ def _run_locked(
         "started": _iso(started),
         "finished": _iso(time.time()),
         "wall_s": round(time.time() - started, 2),
+        "compile_s": round(compile_s, 2),
         "new_runs": len(todo),
         "skipped_runs": len(runs) - len(todo),
     }
