@@ -191,6 +191,47 @@ def test_changed_claim_verdicts(tmp_path):
     assert C.compare(a, b).exit_code(strict=True) == 1
 
 
+# ----- software and hardware ------------------------------------------------------------------
+def test_version_line_names_what_differs_between_the_twins():
+    report = C.format_report(C.compare(CPU, H200)).splitlines()
+    assert report[3] == (
+        "versions differ: jax 0.10.2 → 0.11.2; jaxlib 0.10.2 → 0.11.2; flax 0.12.8 → 0.12.10; "
+        "numpy 2.4.6 → 2.5.2; pandas 3.1.1 → 3.0.6; python 3.11.7 → 3.12.3; "
+        "device cpu → NVIDIA H200"
+    )
+    assert C.compare(CPU, CPU).environment == (
+        "versions: the same on both sides (jax 0.10.2, jaxlib 0.10.2, flax 0.12.8, "
+        "optax 0.2.8, numpy 2.4.6, pandas 3.1.1, python 3.11.7); device cpu"
+    )
+
+
+def test_version_line_reads_every_cohort_and_says_when_only_the_device_differs(tmp_path):
+    software = {"jax": "0.11.2", "flax": "0.12.10", "python": "3.12.3"}
+
+    def meta(device, cohort_versions=None):
+        trained_on = {"versions": cohort_versions or software, "device_kind": device}
+        return {
+            "versions": software,
+            "device_kind": device,
+            "cohorts": [{"trained_on": trained_on}],
+        }
+
+    cpu = _folder(tmp_path / "cpu", _summary(), meta=meta("cpu"))
+    gpu = _folder(tmp_path / "gpu", _summary(), meta=meta("NVIDIA H200"))
+    assert C.compare(cpu, gpu).environment == (
+        "versions: the same on both sides (jax 0.11.2, flax 0.12.10, python 3.12.3); "
+        "device cpu → NVIDIA H200"
+    )
+    # one cohort resumed under another jax: the folder holds both versions
+    mixed = _folder(tmp_path / "mixed", _summary(), meta=meta("cpu", {**software, "jax": "0.10.2"}))
+    assert C.compare(cpu, mixed).environment == (
+        "versions differ: jax 0.11.2 → 0.11.2, 0.10.2; device cpu"
+    )
+    bare = _folder(tmp_path / "bare", _summary())  # no versions recorded: no line
+    assert C.compare(bare, bare).environment == ""
+    assert "versions" not in C.format_report(C.compare(bare, bare))
+
+
 # ----- bad input ---------------------------------------------------------------------------
 def test_bad_input_errors_name_the_file(tmp_path):
     good = _folder(tmp_path / "good", _summary())

@@ -44,6 +44,11 @@ an exact name wins over patterns, a later pattern over an earlier one.
 Verdict tables (verdicts.csv) are matched on (claim_id, condition, statistic); claims
 whose verdict changed, and rows on one side only, are listed.
 
+Software and hardware: every version meta.json records (``versions``, and each cohort's
+``trained_on``) and the device kind are gathered per side; the report's header says which
+differ (``versions differ: jax 0.10.2 → 0.11.2; device cpu → NVIDIA H200``) or that the
+software is the same, so a hardware comparison is not read as a software one.
+
 Exit code (CLI): 0 when no metric is ``different``, 1 when one is (``--strict``: also
 when a row is inconclusive, a run is on one side only or a claim changed verdict);
 2 for bad input (:class:`CompareError`: one line naming the file and the problem).
@@ -364,6 +369,7 @@ class Comparison:
     only_b: pd.DataFrame
     claims: pd.DataFrame  # verdict rows of both sides, with a status column
     notes: list[str] = field(default_factory=list)
+    environment: str = ""  # which software versions and device differ (version_line)
 
     def counts(self) -> dict[str, int]:
         return {v: int((self.table["verdict"] == v).sum()) for v in VERDICTS}
@@ -477,7 +483,9 @@ def compare(
     if a.verdicts.empty or b.verdicts.empty:
         missing = [s.label for s in (a, b) if s.verdicts.empty]
         notes.append(f"no verdicts.csv in {' and '.join(missing)}: claims not compared")
-    return Comparison(a, b, names, use_seed, table, only["A"], only["B"], claims, notes)
+    return Comparison(
+        a, b, names, use_seed, table, only["A"], only["B"], claims, notes, version_line(a, b)
+    )
 
 
 def _point_labels(frame: pd.DataFrame, names: list[str]) -> pd.Series:
@@ -499,11 +507,66 @@ def _setting_notes(a: Side, b: Side, settings: set[str]) -> list[str]:
             notes.append(
                 f"setting {column} differs: A {', '.join(values_a)}; B {', '.join(values_b)}"
             )
-    for key in ("profile", "device_kind"):
-        value_a, value_b = a.meta.get(key), b.meta.get(key)
-        if value_a and value_b and value_a != value_b:
-            notes.append(f"{key}: A {value_a}, B {value_b}")
+    value_a, value_b = a.meta.get("profile"), b.meta.get("profile")
+    if value_a and value_b and value_a != value_b:
+        notes.append(f"profile: A {value_a}, B {value_b}")
     return notes
+
+
+#: Packages listed first in the version line; any other recorded one follows by name.
+VERSION_ORDER = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "python")
+
+
+def environment(side: Side) -> dict[str, list[str]]:
+    """Package → the versions that made a side's numbers, and ``device`` → its device
+    kinds, from meta.json: the folder's ``versions`` and ``device_kind`` and those of
+    every cohort's ``trained_on`` (a folder resumed elsewhere has several)."""
+    sources = [side.meta] + [c.get("trained_on", {}) for c in side.meta.get("cohorts", [])]
+    found: dict[str, list[str]] = {}
+    for source in sources:
+        entries = dict(source.get("versions") or {})
+        if source.get("device_kind"):
+            entries["device"] = source["device_kind"]
+        for name, version in entries.items():
+            if version not in (None, "") and str(version) not in found.setdefault(name, []):
+                found[name].append(str(version))
+    return found
+
+
+def version_differences(a: Side, b: Side) -> tuple[list[str], list[str], str]:
+    """``(differ, same, device)``: "jax 0.10.2 → 0.11.2" per package whose recorded
+    versions differ, "jax 0.11.2" per package that is the same (packages recorded on
+    one side only are left out), and "cpu → NVIDIA H200", or the one device kind of
+    both sides ("" when a side records none)."""
+    env_a, env_b = environment(a), environment(b)
+    shared = [n for n in env_a if n in env_b and n != "device"]
+    ordered = [n for n in VERSION_ORDER if n in shared] + sorted(set(shared) - set(VERSION_ORDER))
+    differ, same = [], []
+    for name in ordered:
+        left, right = ", ".join(env_a[name]), ", ".join(env_b[name])
+        if left == right:
+            same.append(f"{name} {left}")
+        else:
+            differ.append(f"{name} {left} → {right}")
+    device = ""
+    if "device" in env_a and "device" in env_b:
+        left, right = ", ".join(env_a["device"]), ", ".join(env_b["device"])
+        device = left if left == right else f"{left} → {right}"
+    return differ, same, device
+
+
+def version_line(a: Side, b: Side) -> str:
+    """One header line: the software versions that differ between the sides, or that
+    they are the same; then the device (kinds), e.g. ``versions differ: jax 0.10.2 →
+    0.11.2; device cpu → NVIDIA H200``. "" when neither side records versions."""
+    differ, same, device = version_differences(a, b)
+    if differ:
+        line = "versions differ: " + "; ".join(differ)
+    elif same:
+        line = "versions: the same on both sides (" + ", ".join(same) + ")"
+    else:
+        return f"device {device}" if device else ""
+    return line + (f"; device {device}" if device else "")
 
 
 def _divergence_notes(frames: dict[str, pd.DataFrame], points: list[str]) -> list[str]:
@@ -569,6 +632,8 @@ def format_report(comparison: Comparison, show_all: bool = False) -> str:
     for side in (c.a, c.b):
         device = side.meta.get("device_kind") or side.meta.get("backend") or "?"
         lines.append(f"  {side.label} = {side.path} ({len(side.summary)} runs, {device})")
+    if c.environment:
+        lines.append(c.environment)
     keys = c.factors + (["seed"] if c.paired_by_seed else [])
     lines.append(f"aligned on {', '.join(keys) or 'nothing (one group)'}")
     for label, only in (("A", c.only_a), ("B", c.only_b)):
