@@ -93,3 +93,28 @@ def test_readme_block_replaced_between_markers(one_experiment):
     new = report.readme_with_claims(text, one_experiment, "default", one_experiment.parent)
     assert new.startswith("intro\n") and new.endswith(f"{report.README_END}\noutro\n")
     assert "old table" not in new and "| C01 |" in new and "| C21 |" in new
+
+
+def scale_rows(markdown: str) -> dict[str, list[str]]:
+    section = markdown.split("## At paper scale", 1)[1].split("\n## ", 1)[0]
+    return {
+        cells[0]: cells
+        for line in section.splitlines()
+        if line.startswith("| C")
+        for cells in [[c.strip() for c in line.strip("|").split(" | ")]]
+    }
+
+
+def test_paper_profile_shown_beside_default(one_experiment):
+    """Claims whose experiment has a ``paper`` folder show its primary beside the
+    default one; the others say it has not been run."""
+    before = scale_rows(report.build(one_experiment).markdown())
+    assert before and all(cells[-2:] == ["not run yet", "—"] for cells in before.values())
+    shutil.copytree(
+        one_experiment / "exp_overfitting/default", one_experiment / "exp_overfitting/paper"
+    )
+    after = scale_rows(report.build(one_experiment).markdown())
+    assert set(after) == set(before)
+    for claim, cells in after.items():
+        assert cells[-1] == cells[3]  # the same numbers under both names: the same verdict
+        assert cells[-2].startswith(cells[2]) and cells[-2].endswith(", cpu")

@@ -300,6 +300,8 @@ def build(results: Path | str = "results", profile: str = "default") -> Doc:
         [_provenance(f) for f in found],
     )
     _hardware_section(doc, results, profile, found)
+    if profile == "default":
+        _scale_section(doc, claims, found, gather(results, "paper"))
     for f in found:
         _experiment_section(doc, f, results)
     return doc
@@ -390,6 +392,63 @@ def _verdict_text(row) -> str:
     if pd.notna(row.seeds_needed):
         return f"inconclusive (~{int(row.seeds_needed):,} seeds for 80% power)"
     return "inconclusive"
+
+
+def _primary(found: list[ExperimentResults], claim_id: str):
+    """(experiment results, row) of a claim's primary test, or None."""
+    for f in found:
+        rows = f.verdicts[(f.verdicts["claim_id"] == claim_id) & (f.verdicts["role"] == "primary")]
+        for row in rows.itertuples():
+            return f, row
+    return None
+
+
+def _estimate_text(row) -> str:
+    if row.kind == "exact":
+        return f"{_num(row.estimate)} (exact)"
+    return f"{_num(row.estimate)} [{_num(row.ci_low)}, {_num(row.ci_high)}] ({row.n_seeds})"
+
+
+def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) -> None:
+    """Each claim's primary under the ``default`` profile beside the ``paper`` profile
+    (more seeds, larger data or models, run on a GPU), where that has been run."""
+    doc.heading(2, "At paper scale")
+    ran = {f.experiment.name: f for f in paper}
+    doc.para(
+        "Each claim's primary test (the statistic is in the claims table) under the "
+        "`default` profile and under the `paper` profile. "
+        "The `paper` profiles rerun each experiment at the scale its claims need "
+        "(more seeds; larger data, wider or deeper models where the claim is about "
+        "scale; each experiment's docstring says what), on a GPU "
+        "(`benchmarks/gpu_session.sh`). Their twenty primaries are their own Holm "
+        f"family. Run so far: {len(ran)} of {len(default)} experiments"
+        + (f" ({', '.join(f'`{n}`' for n in sorted(ran))})." if ran else ".")
+    )
+    rows = []
+    for claim in claims:
+        here = _primary(default, claim.id)
+        if here is None:
+            continue
+        f, row = here
+        there = _primary(paper, claim.id)
+        if there is None:
+            paper_cells = ["not run yet", "—"]
+        else:
+            meta = there[0].folder.meta()
+            device = meta.get("device_kind", "?")
+            paper_cells = [
+                f"{_estimate_text(there[1])}, {device}",
+                _verdict_text(there[1]),
+            ]
+        rows.append(
+            [claim.id, f"`{f.experiment.name}`", _estimate_text(row), _verdict_text(row),
+             *paper_cells]
+        )  # fmt: skip
+    doc.table(
+        ["id", "experiment", "default: estimate [CI] (n)", "default verdict",
+         "paper: estimate [CI] (n), device", "paper verdict"],
+        rows,
+    )  # fmt: skip
 
 
 def _hardware_section(doc: Doc, results: Path, profile: str, found) -> None:
