@@ -57,8 +57,13 @@ of CPU time, on the 2-core CPU under load average 4–10 from other jobs); of th
 cohorts' own timings, training h = 256 (30 runs) 90 s and h = 512 (10 runs) 84 s,
 measurement 69 s. The quick profile ~20 s unloaded, mostly compilation. Outputs:
 4.2 MB of results (3.5 MB of them the 30 parameter files) and 1.7 MB of figures.
-Not yet timed on a GPU; the paper profile (20 seeds, 100 epochs, widths to 2,048) is
-sized for one.
+Paper profile (one GPU): 20 seeds (190 pairs per condition), 100 epochs, widths to
+2,048 (independent seeds; Ainsworth et al. needed width for weight matching to reach a
+flat path): 240 runs in 6 cohorts, 960,000 optimizer steps (4,000 sequential per
+cohort). Not yet timed on a GPU; estimated on one H200 with an empty compilation cache:
+~10 s of compilation per cohort, a few seconds of training, and the host's weight
+matching (a Hungarian assignment of 2,048 units takes ~1 s, per layer, pair and sweep),
+so 1.5–2.5 minutes.
 
 The parameter diff on two CPU folders: the same command twice gives bitwise identical
 weights; the shipped folder trained before the engine ran CPU cohorts one run at a time
