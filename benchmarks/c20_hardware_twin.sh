@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# C20's hardware part: the same exp_seed_variation runs (same configs, seeds and software)
+# trained on this machine's CPU (JAX_PLATFORMS=cpu) and on its default device (the GPU on
+# a GPU machine), both sides at once; then their saved final parameters are diffed
+# (benchmarks/diff_params.py: weight drift against the seed-to-seed distance, loss
+# agreement against the seed-to-seed spread) and their summaries compared (toolkit
+# compare: its first line says whether the software versions are the same).
+#
+#   OUT=/tmp/out benchmarks/c20_hardware_twin.sh
+#
+# Settings (environment): TWIN_PROFILE (default), TWIN_SEEDS (10), TWIN_WIDTHS (256,256:
+# the width of C20's primary test; its independent runs are the ones saved),
+# TWIN_TIMEOUT (seconds per side, 200). Writes under $OUT/c20_twin/: cpu/ and device/
+# (results folders), diff.jsonl, diff/ (runs.csv, tensors.csv), compare.txt, and
+# diff_committed.jsonl (the committed CPU folder, jax of this repository's CPU runs and
+# the engine's earlier CPU layout, against the device side: software and hardware
+# changed together). On a CPU-only machine both sides run on the CPU and must diff to 0.
+#
+# Cost on the H200 machine (estimated, not yet measured): the CPU side trains 10 runs of
+# 2,400 steps of a 40-256-256-10 MLP one run at a time (~30 s on its 16 cores, by the
+# 2-core figure of ~9 s per run divided by the faster cores) plus the measurements (~20
+# s); the device side ~15 s of compilation; they overlap, so ~60 s in all.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+OUT=${OUT:-/tmp/out}
+PROFILE=${TWIN_PROFILE:-default}
+SEEDS=${TWIN_SEEDS:-10}
+WIDTHS=${TWIN_WIDTHS:-256,256}
+TIMEOUT=${TWIN_TIMEOUT:-200}
+dir=$OUT/c20_twin
+mkdir -p "$dir"
+
+side() { # $1: folder name; the rest: the environment of that side
+  local name=$1
+  shift
+  env "$@" /usr/bin/time -f "c20 twin $name side: wall %e s" timeout "$TIMEOUT" \
+    python3 -m toolkit run exp_seed_variation --profile "$PROFILE" --seeds "$SEEDS" \
+    --set variation=independent --set "widths=$WIDTHS" --out "$dir/$name" --quiet \
+    >"$dir/$name.log" 2>&1
+  echo "c20 twin $name side: exit $? ($(tail -n 1 "$dir/$name.log"))"
+}
+side cpu JAX_PLATFORMS=cpu &
+side device &
+wait
+
+folder() { find "$dir/$1/exp_seed_variation" -mindepth 1 -maxdepth 1 -type d | head -n 1; }
+cpu=$(folder cpu)
+device=$(folder device)
+if [ -z "$cpu" ] || [ -z "$device" ]; then
+  echo "c20 twin: a side wrote no results folder (see $dir/cpu.log, $dir/device.log)"
+  exit 1
+fi
+python3 benchmarks/diff_params.py "$cpu" "$device" --out "$dir/diff" | tee "$dir/diff.jsonl"
+python3 -m toolkit compare "$cpu" "$device" --all >"$dir/compare.txt" 2>&1
+head -n 5 "$dir/compare.txt"
+committed=results/exp_seed_variation/default
+if [ -d "$committed/params" ]; then
+  python3 benchmarks/diff_params.py "$committed" "$device" >"$dir/diff_committed.jsonl" 2>&1
+fi
