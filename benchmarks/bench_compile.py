@@ -48,6 +48,10 @@ def one_run(name: str, profile: str, seeds: int, cache: Path, out: Path) -> dict
     (meta_path,) = (out / name).glob("*/meta.json")
     meta = json.loads(meta_path.read_text())
     totals = {"training": 0.0, "measure": 0.0, "programs": 0, "cache_hits": 0}
+    per_cohort = [
+        [round(c["compile_s"][part]["total_s"], 1) for part in ("training", "measure")]
+        for c in meta["cohorts"]
+    ]
     for cohort in meta["cohorts"]:
         for part in ("training", "measure"):
             figures = cohort["compile_s"][part]
@@ -62,6 +66,7 @@ def one_run(name: str, profile: str, seeds: int, cache: Path, out: Path) -> dict
         "programs": totals["programs"],
         "cache_hits": totals["cache_hits"],
         "wall_s": round(wall, 1),
+        "per_cohort_training_measure_s": per_cohort,
     }
 
 
