@@ -31,6 +31,23 @@ interval's last step; at init, before the first) and how many of the interval's 
 lowered it (``tracked["monitor_falls"]``: steps whose monitored loss is below the one
 before them; steps of an epoch a run did not keep count none); with M = 0 the program is
 unchanged.
+
+**Checkpoints.** ``CohortSpec.checkpoints`` names epochs whose parameters the program
+keeps from the one training run (``CohortResult.checkpoints``: epoch → parameters with
+the run axis), e.g. to measure representations part-way through training without
+training again to that epoch. They are kept inside the program, in a buffer of K
+parameter copies per run in the carried state, filled by a select at the end of every
+epoch: any epoch 1 … E can be kept, evaluated there or not, and the chunk loop is the
+same whether some are kept or none. (Kept between chunks instead, only chunk ends
+could be; kept at evaluations only, an experiment would have to evaluate more often
+than it needs, and an evaluation costs about as much as an epoch.) A checkpoint is the
+parameters the run had at the end of that epoch in this program: a frozen (diverged or
+stopped) run's are the parameters it froze with. Epochs out of range or not strictly
+increasing are a one-line ValueError. With none the program is unchanged.
+
+**Memory.** A chunk's state argument is donated: XLA writes the new state into the
+old one's buffers, so a cohort holds one copy of its state (:func:`estimate_memory`),
+and nothing reads the old state after the call.
 """
 
 from __future__ import annotations
@@ -90,6 +107,7 @@ class CohortSpec:
     augment: str = "none"  # training-batch augmentation (toolkit.augment.KINDS)
     track_sharpness: int = 0  # examples for the top Hessian eigenvalue at each evaluation (0: off)
     monitor_examples: int = 0  # first M train examples: loss after every step (0: off)
+    checkpoints: tuple[int, ...] = ()  # epochs whose parameters are kept (() : off)
 
     def steps_per_epoch(self, num_train: int) -> int:
         return steps_per_epoch(num_train, self.batch_size)
@@ -198,6 +216,7 @@ class Cohort:
             raise ValueError(
                 f"monitor_examples={spec.monitor_examples}: use 0 (off) to {self.num_train} examples"
             )
+        check_checkpoints(spec.checkpoints, spec.epochs)
         self.steps_per_epoch = spec.steps_per_epoch(self.num_train)
         self.eval_every, self.evals_per_chunk = schedule(
             spec.epochs, history_points or spec.history_points
@@ -207,12 +226,18 @@ class Cohort:
             name: jnp.asarray(getattr(data, name))
             for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
-        self._init = self.run_axis.map_runs(self._init_run, 2, run_batch)
+        # The cohort owns its programs (RunAxis.program: not cached beyond it), so they
+        # and their device buffers are freed with it. A chunk's state is donated: the
+        # chunk writes its new state into the old one's buffers (one state copy, not two).
+        self._init = self.run_axis.program(self._init_run, 2, run_batch)
         # Compiled variants: dropout masks and gradient noise are drawn only when some
         # run uses them (drawing them costs more than the matmuls of a small MLP on a CPU).
         self._chunks = {
-            (drop, noise): self.run_axis.map_runs(
-                partial(self._chunk_run, use_dropout=drop, use_noise=noise), 3, run_batch
+            (drop, noise): self.run_axis.program(
+                partial(self._chunk_run, use_dropout=drop, use_noise=noise),
+                3,
+                run_batch,
+                donate_argnums=(0,),
             )
             for drop in (False, True)
             for noise in (False, True)
@@ -315,6 +340,11 @@ class Cohort:
             "best_metrics": metrics,
             **monitor,
         }
+        if self.spec.checkpoints:  # static: off adds nothing to the state
+            count = len(self.spec.checkpoints)
+            state["checkpoints"] = jax.tree_util.tree_map(
+                lambda p: jnp.broadcast_to(p, (count, *p.shape)), params
+            )
         return state, metrics, tracked
 
     def _epoch(self, state, keys, hparams, arrays, use_dropout, use_noise=False):
@@ -383,6 +413,24 @@ class Cohort:
             "epoch": state["epoch"] + 1,
         }
 
+    def _keep_checkpoints(self, state):
+        """After an epoch: its parameters into the checkpoint slot of that epoch, if any.
+
+        Kept at the end of every epoch, not at evaluations only, so that any epoch can
+        be kept without evaluating there (an evaluation covers every split: on MNIST-1D
+        it costs about as much as 1.4 epochs of training). A frozen run's parameters
+        no longer change, so its later checkpoints are the parameters it froze with.
+        """
+        if not self.spec.checkpoints:  # static
+            return state
+        hit_K = state["epoch"] == jnp.asarray(self.spec.checkpoints, jnp.int32)
+        kept = jax.tree_util.tree_map(
+            lambda kept_K, p: jnp.where(hit_K.reshape(-1, *([1] * p.ndim)), p[None], kept_K),
+            state["checkpoints"],
+            state["params"],
+        )
+        return {**state, "checkpoints": kept}
+
     def _chunk_run(self, state, keys, hparams, arrays, use_dropout, use_noise=False):
         """``evals_per_chunk`` × (``eval_every`` epochs, then one evaluation)."""
 
@@ -392,7 +440,9 @@ class Cohort:
             state = jax.lax.fori_loop(
                 0,
                 self.eval_every,
-                lambda _, s: self._epoch(s, keys, hparams, arrays, use_dropout, use_noise),
+                lambda _, s: self._keep_checkpoints(
+                    self._epoch(s, keys, hparams, arrays, use_dropout, use_noise)
+                ),
                 state,
             )
             metrics = self._metrics(state["params"], state["labels"], arrays)
@@ -459,6 +509,11 @@ class Cohort:
             timings["first_chunk_s" if chunk == 0 else "run_s"] += time.perf_counter() - start
             yield {"epochs_done": (chunk + 1) * self.evals_per_chunk * self.eval_every}
         final = unpad(state, num_runs)
+        kept = final.pop("checkpoints", None)
+        checkpoints = {
+            epoch: jax.tree_util.tree_map(lambda leaf, k=k: leaf[:, k], kept)
+            for k, epoch in enumerate(self.spec.checkpoints)
+        }
         eval_epochs = np.arange(0, self.spec.epochs + 1, self.eval_every)
         yield {
             "epochs_done": self.spec.epochs,
@@ -469,6 +524,7 @@ class Cohort:
                 eval_epochs=eval_epochs,
                 timings=timings,
                 tracked={name: np.concatenate(v, axis=1) for name, v in tracked.items()},
+                checkpoints=checkpoints,
             ),
         }
 
@@ -489,7 +545,9 @@ class Cohort:
 @dataclass
 class CohortResult:
     """Host arrays of a finished cohort. ``history``: (runs, evaluations, METRICS);
-    ``tracked``: name → (runs, evaluations), e.g. ``"sharpness"`` (empty when off)."""
+    ``tracked``: name → (runs, evaluations), e.g. ``"sharpness"`` (empty when off);
+    ``checkpoints``: epoch → parameters (leaves with the run axis) at the end of that
+    epoch, for each of ``CohortSpec.checkpoints``."""
 
     state: dict
     history: np.ndarray
@@ -497,6 +555,19 @@ class CohortResult:
     eval_epochs: np.ndarray
     timings: dict
     tracked: dict[str, np.ndarray] = field(default_factory=dict)
+    checkpoints: dict[int, dict] = field(default_factory=dict)
+
+
+def check_checkpoints(checkpoints: tuple[int, ...], epochs: int) -> None:
+    """Checkpoint epochs must be whole epochs 1 … ``epochs``, strictly increasing."""
+    values = tuple(checkpoints)
+    whole = all(isinstance(e, int | np.integer) and not isinstance(e, bool) for e in values)
+    if whole and all(1 <= e <= epochs for e in values) and list(values) == sorted(set(values)):
+        return
+    raise ValueError(
+        f"checkpoints={values}: use strictly increasing whole epochs from 1 to {epochs} "
+        f"(the end of an epoch), e.g. {tuple(sorted({max(1, epochs // 2), epochs}))}"
+    )
 
 
 def _all_finite(tree) -> jax.Array:
@@ -506,9 +577,16 @@ def _all_finite(tree) -> jax.Array:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Device bytes of one run: ``state`` stays resident for the whole cohort (params,
-    optimizer state, best snapshot, labels), ``work`` only while the run is computed
-    (a step's activations and gradients, an evaluation chunk's activations)."""
+    """Device bytes of one run: ``state`` stays resident for the whole cohort, ``work``
+    only while the run is computed (a step's activations and gradients, an evaluation
+    chunk's activations).
+
+    ``state`` is one copy of the carried state — params, optimizer moments, the best
+    snapshot, the checkpoint buffer (``CohortSpec.checkpoints``), the training labels —
+    plus the copy of params and moments an epoch keeps from its start (to freeze a run
+    that diverges). One copy, not two: a chunk's state argument is donated, so the new
+    state is written into the old one's buffers.
+    """
 
     state: int
     work: int
@@ -527,8 +605,10 @@ def estimate_memory(spec: CohortSpec, data: Dataset) -> MemoryEstimate:
     _, features = jax.eval_shape(lambda p: model.apply(p, x, return_features=True), params)
     per_example = sum(int(np.prod(f.shape)) for f in features) + data.num_classes
     moments = 2 if spec.optimizer == "adam" else 1
-    # params, optimizer moments, the best snapshot and the epoch-start copy; labels.
-    state = 4 * (3 + moments) * num_params + 4 * len(data.y_train)
+    # params, optimizer moments, the best snapshot, the checkpoints, and the epoch's
+    # start copy of params and moments; labels. One copy: the chunk's state is donated.
+    copies = 2 * (1 + moments) + 1 + len(spec.checkpoints)
+    state = 4 * copies * num_params + 4 * len(data.y_train)
     # forward activations, their gradients and masks per training example; the
     # gradients themselves; an evaluation chunk; the epoch's permutation.
     step = 3 * 4 * per_example * spec.batch_size + 4 * num_params

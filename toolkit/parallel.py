@@ -17,10 +17,20 @@ among them: a run's arithmetic never sees its neighbours, so its numbers are bit
 the same alone, in any cohort, or added later by a resume (the engine's layout on a
 CPU; see :func:`toolkit.engine.choose_run_batch`). In a multi-process run (:mod:`toolkit.distributed`) the mesh spans every
 process's devices, inputs are assembled as global arrays and outputs gathered.
+
+**Who keeps a compiled program alive.** :meth:`RunAxis.program` builds a new program
+that its caller owns (a cohort keeps its training programs and drops them with
+itself). :meth:`RunAxis.map_runs` caches its programs for as long as their function
+lives, and no longer: the cache holds the function weakly, so a measurement function
+built once per architecture (``functools.cache``) is compiled once for every cohort of
+that architecture, while a lambda or a bound method of a cohort, and whatever it
+closes over, is freed with its last caller. (A RunAxis lives as long as an experiment
+run; a cache that held every function would keep every cohort it ever mapped.)
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import jax
@@ -39,7 +49,8 @@ class RunAxis:
     def __init__(self, devices: Sequence[jax.Device] | None = None):
         self.devices = list(devices) if devices is not None else jax.devices()
         self.mesh = Mesh(np.array(self.devices), (RUNS,))
-        self._mapped: dict[tuple, Callable] = {}
+        # function → {(num_run_args, run_batch): program}, held weakly (module docstring)
+        self._mapped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
     def num_devices(self) -> int:
@@ -80,18 +91,43 @@ class RunAxis:
 
         The remaining arguments are shared by every run (broadcast, replicated).
         Every output carries the run axis. ``run_batch``: runs computed at once per
-        device (None: all of them). The jitted function is cached per ``fn`` and
-        ``run_batch``, so calling again with the same function (and shapes) does not
-        recompile.
+        device (None: all of them). The program is cached per ``fn`` and ``run_batch``
+        for as long as ``fn`` lives (the cache holds ``fn`` weakly), so calling again
+        with the same function (and shapes) does not recompile; the returned callable
+        holds ``fn``, so the program lives at least as long as the caller keeps it.
         """
-        cache_key = (fn, num_run_args, run_batch)
-        if cache_key not in self._mapped:
-            self._mapped[cache_key] = self._build(fn, num_run_args, run_batch)
-        return self._mapped[cache_key]
+        by_layout = self._mapped.setdefault(fn, {})
+        layout = (num_run_args, run_batch)
+        if layout not in by_layout:
+            # The cached program reaches ``fn`` through a weak reference: a strong one
+            # from the cache's value would keep its weak key alive forever.
+            by_layout[layout] = self._build(weakref.ref(fn), num_run_args, run_batch, ())
+        return _Holding(by_layout[layout], fn)
 
-    def _build(self, fn: Callable, num_run_args: int, run_batch: int | None) -> Callable:
+    def program(
+        self,
+        fn: Callable,
+        num_run_args: int,
+        run_batch: int | None = None,
+        donate_argnums: tuple[int, ...] = (),
+    ) -> Callable:
+        """Like :meth:`map_runs`, but a new program, not cached: the caller owns it and
+        it dies with the caller. ``donate_argnums``: arguments whose buffers the program
+        may reuse for its outputs (the caller must not read them after the call)."""
+        return self._build(lambda: fn, num_run_args, run_batch, donate_argnums)
+
+    def _build(
+        self,
+        fn_ref: Callable[[], Callable | None],
+        num_run_args: int,
+        run_batch: int | None,
+        donate_argnums: tuple[int, ...],
+    ) -> Callable:
 
         def per_device(*args):
+            fn = fn_ref()
+            if fn is None:
+                raise RuntimeError("a cached run-axis program outlived its function")
             run_args, shared = args[:num_run_args], args[num_run_args:]
             local_runs = jax.tree_util.tree_leaves(run_args)[0].shape[0]
             # run_batch=1 always loops, even over one run: the same program body for a
@@ -119,7 +155,18 @@ class RunAxis:
             )
             return sharded(*args)
 
-        return jax.jit(mapped)
+        return jax.jit(mapped, donate_argnums=donate_argnums)
+
+
+class _Holding:
+    """A cached program with a strong reference to its function: while a caller holds
+    this, the function (weakly held by the cache) is alive whenever the program traces."""
+
+    def __init__(self, program: Callable, fn: Callable):
+        self.program, self.fn = program, fn
+
+    def __call__(self, *args):
+        return self.program(*args)
 
 
 def unpad(tree, num_runs: int):

@@ -100,7 +100,9 @@ class TrainedCohort:
     """What an experiment's ``measure`` hook receives: the program, its runs and outputs.
 
     ``keys`` are the runs' key streams (stream → typed key array, one per run), e.g. to
-    rebuild each run's initial parameters.
+    rebuild each run's initial parameters. ``result.checkpoints`` holds the parameters
+    at the epochs the cohort spec names in ``checkpoints`` (epoch → leaves with the run
+    axis), from the same training run.
     """
 
     cohort: Cohort
@@ -467,6 +469,7 @@ def _save_pending(folder: ResultsFolder, key: str, runs, result: CohortResult) -
         "eval_epochs": result.eval_epochs,
         "tracked": dict(result.tracked),
         "timings": {k: np.float64(v) for k, v in result.timings.items()},
+        "checkpoints": {str(epoch): params for epoch, params in result.checkpoints.items()},
     }
     folder.save_pending(key, [run.run_id for run in runs], arrays)
 
@@ -483,6 +486,7 @@ def _load_pending(folder: ResultsFolder, key: str, runs) -> CohortResult | None:
         eval_epochs=arrays["eval_epochs"],
         timings={k: float(v) for k, v in arrays.get("timings", {}).items()},
         tracked=arrays.get("tracked", {}),
+        checkpoints={int(e): params for e, params in arrays.get("checkpoints", {}).items()},
     )
 
 
