@@ -45,15 +45,14 @@ no separate random-feature baseline is added):
   these two (figure ``kernel_structure``; seed 0's kernels in ``filters_kernels``).
 - Linear CKA (Gram form, first 500 test examples) between every pair of layers at
   init and trained, and between each layer at epoch t and the same layer at the
-  end, at t = 0, T/12, T/2, T. Checkpoints come from the engine: in ``measure``
-  each checkpoint is the same runs (same keys and hyperparameters) trained for t
-  epochs, so the same trajectory stopped early; a grid factor over epochs would put
-  them in other cohorts, which a per-cohort ``measure`` cannot compare. The
-  checkpoint at T/2 reproduces the main run's train loss at that epoch exactly
-  (column ``checkpoint_loss_mismatch``: 0 in every run). Each checkpoint costs two
-  compilations, which is why there are two. "Settled" is normalized: progress
-  ``(CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T))``, since lower layers start closer to their
-  final form (they are nearer the shared input).
+  end, at t = 0, T/12, T/2, T. Checkpoints come from the engine: the cohort keeps the
+  parameters at the end of epochs T/12 and T/2 of its one training run
+  (``CohortSpec.checkpoints``, from ``checkpoint_fractions``); a grid factor over
+  epochs would put them in other cohorts, which a per-cohort ``measure`` cannot
+  compare. The checkpoint at T/2 gives the run's own train loss at that epoch
+  exactly (column ``checkpoint_loss_mismatch``: 0 in every run). "Settled" is
+  normalized: progress ``(CKA(t,T) − CKA(0,T)) / (1 − CKA(0,T))``, since lower layers
+  start closer to their final form (they are nearer the shared input).
 
 Tests (``TESTS``; per seed, t-intervals over seeds): the C09 primary is the slope of
 probe test accuracy on the index of the *hidden* layers (the raw input is not a
@@ -101,7 +100,7 @@ import pandas as pd
 from toolkit import alignment, probes
 from toolkit import figures as fig
 from toolkit.claimtests import Test, per_seed, usable
-from toolkit.engine import HPARAMS, METRICS, Cohort, CohortSpec
+from toolkit.engine import METRICS, CohortSpec
 from toolkit.results import ResultsFolder
 from toolkit.spec import Count, NonNegative, Positive, Range, RunConfig, SpecError, Widths
 
@@ -159,7 +158,10 @@ class Config(RunConfig):
             raise SpecError(f"model {self.model!r} on {self.dataset!r}: use one of {SETTINGS}")
         widths = {"mlp": self.mlp_widths, "cnn": self.cnn_channels, "cnn2d": self.cnn2d_channels}
         return dataclasses.replace(
-            super().cohort_spec(), widths=tuple(widths[self.model]), epochs=self.run_epochs()
+            super().cohort_spec(),
+            widths=tuple(widths[self.model]),
+            epochs=self.run_epochs(),
+            checkpoints=tuple(self.checkpoint_epochs()),
         )
 
     def run_epochs(self) -> int:
@@ -266,20 +268,6 @@ def null_localization(dataset: str, window: int, side: int | None) -> float:
     return float(np.nanmean(localization(np.sqrt(x.var(axis=0)) * z, window, side)))
 
 
-def _checkpoints(trained, epochs: list[int]) -> list[tuple[dict, np.ndarray]]:
-    """(params, final metrics) of the same runs trained for each of ``epochs``: the
-    same keys and hyperparameters through the engine, i.e. the same trajectory."""
-    cohort, runs = trained.cohort, trained.runs
-    hparams = {h: np.array([r.config.hparams()[h] for r in runs]) for h in HPARAMS}
-    out = []
-    for t in epochs:
-        spec = dataclasses.replace(cohort.spec, epochs=t, history_points=1)
-        short = Cohort(spec, cohort.data, cohort.run_axis, run_batch=cohort.run_batch)
-        result = short.run(trained.keys, hparams)
-        out.append((result.state["params"], result.history[:, -1]))
-    return out
-
-
 @functools.cache
 def input_probe(dataset: str, steps: int, learning_rate: float, l2: float) -> dict:
     """The probe on the raw input (the same for every run of a dataset)."""
@@ -297,10 +285,11 @@ def input_probe(dataset: str, steps: int, learning_rate: float, l2: float) -> di
     return {k: float(v) for k, v in out.items()}
 
 
-def _measurements(model, config: Config, num_classes: int):
+def _measurements(model, evaluate, config: Config, num_classes: int):
     """The per-run measurement program: initial parameters (rebuilt as the engine builds
-    them), probes on every hidden layer at init and trained, and the centered Grams of
-    every layer at every checkpoint → CKA."""
+    them), probes on every hidden layer at init and trained, the centered Grams of
+    every layer at every checkpoint → CKA, and each checkpoint's training loss (the
+    engine's ``evaluate``, on the run's own training labels)."""
     num_layers = len(config.cohort_spec().widths)
     fit = functools.partial(
         probes.probe,
@@ -313,10 +302,13 @@ def _measurements(model, config: Config, num_classes: int):
     def features(params, x):
         return model.apply(params, x, return_features=True)[1]
 
-    def per_run(key, init_scale, *checkpoints_and_final, x_train, y_train, x_test, y_test, x_cka):
+    def per_run(
+        key, init_scale, labels, *checkpoints_and_final, x_train, y_train, x_test, y_test, x_cka
+    ):
         initial = model.init(key, x_train[:1])
         initial = jax.tree_util.tree_map(lambda p: p * init_scale, initial)
         final = checkpoints_and_final[-1]
+        checkpoint_loss = [evaluate(p, x_train, labels)[0] for p in checkpoints_and_final[:-1]]
         scores = {}
         for layer in range(1, num_layers + 1):
             for state, params in (("init", initial), ("trained", final)):
@@ -336,6 +328,7 @@ def _measurements(model, config: Config, num_classes: int):
             "cka_init": pair(grams[0], grams[0]),
             "cka_trained": pair(grams[-1], grams[-1]),
             "cka_time": over_time,  # (layers + 1, checkpoints)
+            "checkpoint_train_loss": jnp.stack(checkpoint_loss),  # (intermediate checkpoints,)
         }
 
     return per_run
@@ -348,9 +341,9 @@ def measure(trained) -> dict:
     num_layers = len(cohort.spec.widths)
     final = trained.result.state["params"]
     checkpoint_epochs = config.checkpoint_epochs()
-    checkpoints = _checkpoints(trained, checkpoint_epochs)
+    checkpoints = [trained.result.checkpoints[t] for t in checkpoint_epochs]
     epochs = [0, *checkpoint_epochs, cohort.spec.epochs]
-    per_run = _measurements(cohort.model, config, data.num_classes)
+    per_run = _measurements(cohort.model, cohort.evaluate, config, data.num_classes)
     shared = {
         "x_train": jnp.asarray(data.x_train),
         "y_train": jnp.asarray(data.y_train),
@@ -359,7 +352,8 @@ def measure(trained) -> dict:
         "x_cka": jnp.asarray(data.x_test[: config.cka_examples]),
     }
     scale = np.array([r.config.init_scale for r in runs], np.float32)
-    run_args = (trained.keys["init"], scale, *[p for p, _ in checkpoints], final)
+    labels = trained.result.state["labels"]
+    run_args = (trained.keys["init"], scale, labels, *checkpoints, final)
     out = trained.map(lambda *args: per_run(*args[:-1], **args[-1]), run_args, (shared,))
     initial = out["initial"]
 
@@ -386,13 +380,13 @@ def measure(trained) -> dict:
                 value = float(out["cka_time"][r][layer, s])
                 time_rows.append(trained.row(r, layer=layer, epoch=epoch, cka_to_final=value))
 
-    # Reproduction check: the checkpoint's train loss vs the main run's at that epoch.
+    # Check of the checkpoints: a kept epoch's train loss vs the run's history there.
     mismatch = np.full(len(runs), np.nan)
     history_epochs = list(trained.result.eval_epochs)
-    for t, (_, metrics) in zip(checkpoint_epochs, checkpoints):
+    for c, t in enumerate(checkpoint_epochs):
         if t in history_epochs:
             main = trained.result.history[:, history_epochs.index(t), METRICS.index("train_loss")]
-            gap = np.abs(metrics[:, METRICS.index("train_loss")] - main)
+            gap = np.abs(np.asarray(out["checkpoint_train_loss"])[:, c] - main)
             mismatch = np.fmax(mismatch, gap)
 
     # First-layer weights: localization per unit, and the filters of seed 0.
