@@ -27,7 +27,8 @@ and the ratio to ``twin`` (a ratio of 0.9 means 0.9× the twin's speed). JSON li
 
 Usage: ``python benchmarks/anchor_eval.py --seeds 1 10 100 --epochs 5 --reps 5``
 (on a GPU: ``--seeds 10 1000 10000``; the default layouts there are ``twin`` and
-``engine_vmap``).
+``engine_vmap``). ``--profile`` adds, per engine layout, a row splitting the engine's
+call into its pieces beside the twin's fixed cost (init and two evaluations).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import optax
 from bench_engine import seed_keys
 
 from toolkit import data, engine
+from toolkit.parallel import unpad
 
 WIDTHS = (100, 100)
 BATCH, LR, MOMENTUM = 100, 0.05, 0.9
@@ -120,8 +122,8 @@ def make_twin(ds: data.Dataset, epochs: int, one_at_a_time: bool = False) -> Cal
     return lambda seeds: np.asarray(program(jnp.asarray(seeds, jnp.int32)))
 
 
-def make_engine(ds: data.Dataset, seeds: int, epochs: int, run_batch: int | None) -> Callable:
-    """One whole ``Cohort.run`` of bench_engine's configuration -> history (seeds, 2, 6)."""
+def engine_cohort(ds: data.Dataset, seeds: int, epochs: int, run_batch: int | None):
+    """(cohort, keys, hparams) of bench_engine's configuration."""
     spec = engine.CohortSpec("mnist1d", "mlp", WIDTHS, "relu", "sgd", "ce", BATCH, epochs)
     cohort = engine.Cohort(spec, ds, history_points=1, run_batch=run_batch)
     hparams = {h: np.zeros(seeds) for h in engine.HPARAMS}
@@ -131,6 +133,12 @@ def make_engine(ds: data.Dataset, seeds: int, epochs: int, run_batch: int | None
         init_scale=np.ones(seeds),
     )
     keys = seed_keys(seeds)  # engine.run_keys's keys, without its minutes at 10,000 seeds
+    return cohort, keys, hparams
+
+
+def make_engine(ds: data.Dataset, seeds: int, epochs: int, run_batch: int | None) -> Callable:
+    """One whole ``Cohort.run`` -> history (seeds, 2 evaluations, 6)."""
+    cohort, keys, hparams = engine_cohort(ds, seeds, epochs, run_batch)
     return lambda: cohort.run(keys, hparams).history
 
 
@@ -197,12 +205,66 @@ def measure(ds: data.Dataset, seeds: int, epochs: int, layouts: list[str], reps:
     }
 
 
+def profile(ds: data.Dataset, seeds: int, epochs: int, layout: str, reps: int) -> dict:
+    """Where an engine call's time goes, piece by piece, beside the twin's fixed cost.
+
+    The pieces of ``Cohort.train`` (a benchmark may call the cohort's programs; this
+    mirrors its order): placing keys, hyperparameters and data; the init program (init
+    and the first evaluation); the chunk program (the epochs and the last evaluation);
+    the host copies (metrics, final state). ``twin_0_epochs`` is the twin without
+    training: its init and two evaluations. Medians in milliseconds.
+    """
+    run_batch = 1 if layout.endswith("map1") else None
+    cohort, keys, hparams = engine_cohort(ds, seeds, epochs, run_batch)
+    axis = cohort.run_axis
+    twin_fixed = make_twin(ds, 0, one_at_a_time=run_batch == 1)
+    chunk = cohort._chunks[False, False]
+    times: dict[str, list[float]] = {}
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        times.setdefault(name, []).append(1000 * (time.perf_counter() - start))
+        return out
+
+    def host_copies(metrics0, metrics, state):
+        return np.asarray(metrics0), np.asarray(metrics), unpad(state, seeds)
+
+    run_keys = {s: keys[s] for s in engine.STREAMS}
+    run_hparams = {h: np.asarray(hparams[h], np.float32) for h in engine.HPARAMS}
+    for rep in range(reps + 1):  # the first round compiles
+        timed("whole_call", cohort.run, keys, hparams)
+        placed_keys = timed("put_keys", axis.put_runs, run_keys)
+        placed_hparams = timed("put_hparams", axis.put_runs, run_hparams)
+        arrays = timed("put_data", axis.put_shared, cohort.arrays)
+        state, metrics0, _ = timed(
+            "init_program", cohort._init, placed_keys, placed_hparams, arrays
+        )
+        out = timed("chunk_program", chunk, state, placed_keys, placed_hparams, arrays)
+        timed("host_copies", host_copies, metrics0, out[1], out[0])
+        timed("twin_0_epochs", twin_fixed, np.arange(seeds))
+        if rep == 0:
+            times.clear()
+    return {
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "profile": layout,
+        "seeds": seeds,
+        "epochs": epochs,
+        "reps": reps,
+        "median_ms": {k: round(statistics.median(v), 3) for k, v in times.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[10])
     parser.add_argument("--epochs", type=int, nargs="+", default=[5])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=None)
+    parser.add_argument(
+        "--profile", action="store_true", help="also split the engine call into its pieces"
+    )
     args = parser.parse_args()
     on_cpu = jax.devices()[0].platform == "cpu"
     layouts = args.layouts or (list(LAYOUTS) if on_cpu else ["twin", "engine_vmap"])
@@ -211,6 +273,9 @@ def main() -> None:
     for epochs in args.epochs:
         for seeds in args.seeds:
             print(json.dumps(measure(ds, seeds, epochs, layouts, args.reps)), flush=True)
+            for layout in [name for name in layouts if args.profile and name.startswith("engine")]:
+                row = profile(ds, seeds, epochs, layout, args.reps)
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
