@@ -7,11 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toolkit import data, engine
+from toolkit import data, engine, models
 from toolkit.data import steps_per_epoch
+from toolkit.parallel import RunAxis
 
 SPEC = engine.CohortSpec("mnist1d", "mlp", (16,), "relu", "sgd", "ce", 200, 2)
 
@@ -350,3 +352,37 @@ def test_monitor_counts_every_minibatch_step_and_leaves_training_unchanged(datas
         assert monitored.tracked["monitor_loss"][r, -1] == _monitored_loss(cohort, monitored, r, x)
     with pytest.raises(ValueError, match="monitor_examples"):
         engine.Cohort(_monitor_spec(SPEC, monitor_examples=10**6), dataset)
+
+
+def _logit_sum(params, x):  # a module-level measurement, as experiments build them
+    model = models.build("mlp", (16,), 10, "relu")
+    return model.apply(params, x).sum(), jnp.abs(model.apply(params, x)).max()
+
+
+def test_measurements_compile_once_for_cohorts_of_any_size():
+    """A measurement maps runs in fixed-size blocks: cohorts of 3 and 5 runs share one
+    compiled program, and a run's values are bitwise the same in either cohort."""
+    from toolkit.distributed import CompileClock
+
+    dataset = data.load("mnist1d")
+    spec = engine.CohortSpec("mnist1d", "mlp", (16,), "relu", "sgd", "ce", 200, 1, history_points=1)
+    axis = RunAxis()
+    x = dataset.x_test[:50]
+    outputs, clocks = [], []
+    for seeds in ([0, 1, 2], [0, 1, 2, 3, 4]):
+        cohort = engine.Cohort(spec, dataset, axis, run_batch=1)
+        params = cohort.run(keys(seeds), hparams([0.05] * len(seeds))).state["params"]
+        with CompileClock() as clock:
+            outputs.append(cohort.map_runs(_logit_sum, (params,), (x,)))
+        clocks.append(clock)
+    assert clocks[0].programs >= 1 and clocks[1].programs == 0
+    assert [len(o[0]) for o in outputs] == [3, 5]
+    for a, b in zip(outputs[0], outputs[1]):
+        assert np.array_equal(a, b[:3])
+
+
+def test_measure_block_sizes():
+    assert engine.measure_block(7, 1, 1) == 1  # CPU: a run at a time
+    assert engine.measure_block(7, 2, 4) == 8  # groups of 4 on each of 2 devices
+    assert engine.measure_block(5, 1, None) == 8 == engine.measure_block(8, 1, None)
+    assert engine.measure_block(9, 2, None) == 16 and engine.measure_block(1, 1, None) == 1

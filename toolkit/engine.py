@@ -65,7 +65,7 @@ import optax
 from toolkit import augment, measures, models
 from toolkit.data import Dataset, steps_per_epoch
 from toolkit.distributed import to_host
-from toolkit.parallel import RunAxis, unpad
+from toolkit.parallel import RunAxis, pad_to, unpad
 
 #: Numeric hyperparameters that ride the run axis (one value per run).
 HPARAMS = (
@@ -529,12 +529,27 @@ class Cohort:
         }
 
     def map_runs(self, fn, run_args: tuple, shared_args: tuple = ()):
-        """Host outputs of ``fn`` applied to every run (a measurement, say), vmapped and
-        spread over devices like training: ``run_args`` carry the run axis."""
+        """Host outputs of ``fn`` applied to every run (a measurement, say), mapped and
+        spread over devices like training: ``run_args`` carry the run axis.
+
+        The runs go through in blocks of a fixed size (:func:`measure_block`), so the
+        program's shape does not depend on how many runs the cohort has: a measurement
+        function built once per architecture compiles once for every cohort of that
+        architecture, whatever their sizes (and its persistent-cache entry serves them
+        all). A block's padding repeats its first run; on a CPU (one run at a time) the
+        blocks are one run per device and a run's values are the same in any block.
+        """
         num_runs = len(jax.tree_util.tree_leaves(run_args)[0])
-        mapped = self.run_axis.map_runs(fn, len(run_args), self.run_batch)
-        padded = self.run_axis.put_runs(self.run_axis.pad(run_args, num_runs))
-        return unpad(mapped(*padded, *self.run_axis.put_shared(shared_args)), num_runs)
+        axis = self.run_axis
+        block = measure_block(num_runs, axis.num_devices, self.run_batch)
+        mapped = axis.map_runs(fn, len(run_args), self.run_batch)
+        shared = axis.put_shared(shared_args)
+        parts = []
+        for start in range(0, num_runs, block):
+            size = min(block, num_runs - start)
+            part = pad_to(_runs_slice(run_args, start, start + size), size, block)
+            parts.append(unpad(mapped(*axis.put_runs(part), *shared), size))
+        return jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *parts)
 
     def run(self, keys: dict, hparams: dict) -> CohortResult:
         """Train to the end without progress reporting."""
@@ -568,6 +583,20 @@ def check_checkpoints(checkpoints: tuple[int, ...], epochs: int) -> None:
         f"checkpoints={values}: use strictly increasing whole epochs from 1 to {epochs} "
         f"(the end of an epoch), e.g. {tuple(sorted({max(1, epochs // 2), epochs}))}"
     )
+
+
+def measure_block(num_runs: int, num_devices: int, run_batch: int | None) -> int:
+    """Runs per measurement call: ``run_batch`` per device when runs are computed in
+    groups (one on a CPU), else all runs vmapped, padded up to a power of two per
+    device, so that cohorts of 5, 6 or 8 runs share one compiled program."""
+    if run_batch is not None:
+        return num_devices * run_batch
+    per_device = -(-num_runs // num_devices)
+    return num_devices * (1 << (per_device - 1).bit_length())
+
+
+def _runs_slice(tree, start: int, stop: int):
+    return jax.tree_util.tree_map(lambda leaf: leaf[start:stop], tree)
 
 
 def _all_finite(tree) -> jax.Array:

@@ -61,15 +61,7 @@ class RunAxis:
 
     def pad(self, tree, num_runs: int):
         """Pad every leaf's leading (run) axis to a multiple of the device count."""
-        extra = self.padded_size(num_runs) - num_runs
-        if extra == 0:
-            return tree
-
-        def pad_leaf(leaf):
-            filler = jnp.repeat(leaf[:1], extra, axis=0)
-            return jnp.concatenate([leaf, filler], axis=0)
-
-        return jax.tree_util.tree_map(pad_leaf, tree)
+        return pad_to(tree, num_runs, self.padded_size(num_runs))
 
     def put_runs(self, tree):
         """Place a pytree whose leaves have a (padded) leading run axis, sharded over runs."""
@@ -167,6 +159,19 @@ class _Holding:
 
     def __call__(self, *args):
         return self.program(*args)
+
+
+def pad_to(tree, num_runs: int, size: int):
+    """Every leaf's leading (run) axis padded from ``num_runs`` to ``size`` with copies
+    of the first run."""
+    if size == num_runs:
+        return tree
+
+    def pad_leaf(leaf):
+        filler = jnp.repeat(leaf[:1], size - num_runs, axis=0)
+        return jnp.concatenate([leaf, filler], axis=0)
+
+    return jax.tree_util.tree_map(pad_leaf, tree)
 
 
 def unpad(tree, num_runs: int):
