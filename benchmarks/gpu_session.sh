@@ -27,7 +27,8 @@
 #                seed_variation 1.5-2.5, regularization, learning_rate, saddle_momentum
 #                ~1 each, fundamentals and overfitting < 1 (24 s measured): ~20 min in all,
 #                5-6 min in 4 lanes; the C20 twin (~1 min, CPU-bound) runs beside them.
-#                An experiment cut off keeps its finished cohorts: the same command resumes.
+#                An experiment cut off keeps its finished cohorts: extract results.tgz into
+#                the working tree (results/<exp>/paper/) and the same call resumes them.
 #   benchmarks   until BUDGET_S - 25 s, alone on the GPU, each with its own cap:
 #                anchor_eval (engine vs the anchor with evaluations at 10/1,000/10,000
 #                seeds, ~2 min), bench_curvature (~1 min), bench_engine (~2 min),
@@ -106,6 +107,13 @@ main() { # the whole script is read before it runs: editing the file cannot dera
   if [ -d .cache/datasets ]; then mkdir -p "$cache" && cp -n .cache/datasets/*.npz "$cache"/ 2>/dev/null; fi
   datasets() { python3 -c "from toolkit import data; [print(n, data.load(n).content_hash) for n in '$*'.split()]"; }
   datasets mnist1d mnist5k
+  # Folders of this profile already in the working tree (a cut-off session's, extracted
+  # into results/) resume: their finished cohorts are not trained again.
+  for folder in results/*/"$PROFILE"; do
+    [ -d "$folder" ] || continue
+    mkdir -p "$WORK/$(dirname "$folder")" && cp -r "$folder" "$WORK/$(dirname "$folder")/"
+    echo "resuming $folder"
+  done
 
   # ----- the C20 twin, in the background (~1 min) ------------------------------------------
   step "c20 twin (background)"
