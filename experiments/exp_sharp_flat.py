@@ -86,6 +86,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from scipy.stats import kendalltau
 
+from toolkit import data as datasets
 from toolkit import figures as fig
 from toolkit import measures as M
 from toolkit import models
@@ -140,7 +141,7 @@ class Config(RunConfig):
     def run_epochs(self) -> int:
         if self.budget == "epochs":
             return self.budget_epochs
-        per_epoch = steps_per_epoch(4000, self.batch_size)
+        per_epoch = steps_per_epoch(len(datasets.load(self.dataset).y_train), self.batch_size)
         cap = self.matched_max_steps_fixed if self.lr_policy == "fixed" else self.matched_max_steps
         epochs = max(self.matched_min_epochs, math.ceil(cap / per_epoch))
         # A round number has divisors, so evaluations (and stop checks) stay evenly spaced.
@@ -303,14 +304,20 @@ def measure(trained) -> dict:
 
 
 # ----- analysis --------------------------------------------------------------------------
-def _with_derived(summary: pd.DataFrame) -> pd.DataFrame:
+def _train_size(results: ResultsFolder) -> int:
+    """Training examples of the folder's dataset, from its meta.json (mnist1d: 4,000)."""
+    sizes = [d["sizes"]["train"] for d in results.meta().get("datasets", {}).values()]
+    return sizes[0] if len(sizes) == 1 else 4000
+
+
+def _with_derived(summary: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Derived columns; ``n``: training examples (the without-replacement factor)."""
     frame = summary.copy()
     frame["gap_acc"] = frame["final_train_acc"] - frame["final_test_acc"]
     frame["gap_loss"] = frame["final_test_loss"] - frame["final_train_loss"]
     frame["log_batch"] = np.log(frame["batch_size"])
     frame["reached_target"] = frame["stopped_epoch"] >= 0
     noise = np.array([frame[f"grad_var_b{b}"] for b in NOISE_BATCHES]).T
-    n = 4000
     corrected = noise * (n - 1) / (n - np.array(NOISE_BATCHES))  # finite-population factor
     logb = np.log(np.array(NOISE_BATCHES, float))
     frame["grad_var_slope"] = [np.polyfit(logb, np.log(row), 1)[0] for row in corrected]
@@ -427,7 +434,7 @@ def matched_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
 
 
 def analyze(results: ResultsFolder) -> dict:
-    frame = _with_derived(results.summary())
+    frame = _with_derived(results.summary(), _train_size(results))
     seeds = frame["seed"].nunique()
     matched, excluded = matched_runs(frame)
     runs_out = "; ".join(f"{n} runs {why}" for why, n in excluded.items()) or "no run left out"
@@ -534,7 +541,7 @@ def _mark_counts(ax, frame: pd.DataFrame, everything: pd.DataFrame, column: str)
 
 def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     fig.style()
-    everything = _with_derived(results.summary())
+    everything = _with_derived(results.summary(), _train_size(results))
     frame = everything[~everything["diverged"].astype(bool)]
     frame = frame[(frame["budget"] == "epochs") | frame["reached_target"]]
     if frame.empty:  # e.g. a --set that keeps only matched-budget runs that never got there
@@ -743,7 +750,8 @@ def figures(results: ResultsFolder, out_dir: Path) -> list[Path]:
     ax.set_xlabel("minibatch size B")
     ax.set_ylabel("E‖g_B − g‖²")
     ax.legend()
-    slope = per_seed(_with_derived(results.summary()).groupby("seed")["grad_var_slope"].mean())
+    derived = _with_derived(results.summary(), _train_size(results))
+    slope = per_seed(derived.groupby("seed")["grad_var_slope"].mean())
     ax.set_title(
         f"Minibatch gradient variance falls as B^{slope.interval.estimate:.2f}\n"
         f"(≈ 1/B; finite-population-corrected log-log slope, n = {n} seeds)",
