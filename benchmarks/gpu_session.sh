@@ -100,7 +100,9 @@ main() { # the whole script is read before it runs: editing the file cannot dera
     export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
   fi
   export PYTHONPATH=$PWD:${PYTHONPATH:-}
-  echo "commit ${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}; profile $PROFILE; seeds ${SEEDS:-profile}; lanes $LANES"
+  # the copy has no .git: meta.json's git_commit comes from here (runner.git_commit)
+  export TOOLKIT_GIT_COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+  echo "commit $TOOLKIT_GIT_COMMIT; profile $PROFILE; seeds ${SEEDS:-profile}; lanes $LANES"
   nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
   cache=${TOOLKIT_CACHE:-$HOME/.cache/toolkit}

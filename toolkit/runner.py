@@ -708,6 +708,9 @@ def _cohort_meta(spec: CohortSpec, cohort: Cohort, runs, result: CohortResult) -
 
 
 def git_commit() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files); in a
+    copy without ``.git`` (a lent GPU machine gets the working tree only), the commit the
+    copy was made from, named by ``$TOOLKIT_GIT_COMMIT``; else "unknown"."""
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(
@@ -720,11 +723,11 @@ def git_commit() -> str:
             text=True,
             timeout=5,
         )
-        if out.returncode != 0:
-            return "unknown"
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    return os.environ.get("TOOLKIT_GIT_COMMIT", "unknown")
 
 
 def _iso(timestamp: float) -> str:
