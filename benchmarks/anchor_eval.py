@@ -19,7 +19,9 @@ difference, over both evaluations and all six metrics).
 - ``twin_map1``: the same program, seeds one at a time (``lax.map``), the engine's
   CPU layout, to separate the layout's cost from the engine's own overheads;
 - ``engine_map1``: the engine with ``run_batch=1`` (its choice on a CPU: run identity);
-- ``engine_vmap``: the engine with every run vmapped (its choice on a GPU).
+- ``engine_vmap``: the engine with every run vmapped (its choice on a GPU);
+- ``engine_map<K>``, K > 1: groups of K runs vmapped, the groups one after another
+  (``run_batch=K``; not the engine's choice anywhere, measured to price a run-block).
 
 Compilation is excluded (one untimed call each first); each layout is timed
 ``--reps`` times in turn and the median wall time reported, with seed-steps per second
@@ -149,13 +151,24 @@ def programs(ds: data.Dataset, seeds: int, epochs: int, layouts: list[str]) -> d
             twin = make_twin(ds, epochs, one_at_a_time=layout == "twin_map1")
             calls[layout] = (lambda t: lambda: t(np.arange(seeds)))(twin)
         else:
-            calls[layout] = make_engine(ds, seeds, epochs, 1 if layout == "engine_map1" else None)
+            calls[layout] = make_engine(ds, seeds, epochs, run_batch_of(layout))
     return calls
+
+
+def run_batch_of(layout: str) -> int | None:
+    """``engine_map<K>`` -> K; ``engine_vmap`` -> None (every run at once)."""
+    return None if layout == "engine_vmap" else int(layout.removeprefix("engine_map"))
+
+
+def layout_name(text: str) -> str:
+    if text in LAYOUTS or (text.startswith("engine_map") and text[10:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use one of {LAYOUTS} or engine_map<K>")
 
 
 def twin_of(layout: str) -> str:
     """The twin layout computing the same arithmetic as ``layout``."""
-    return "twin_map1" if layout.endswith("map1") else "twin"
+    return "twin_map1" if layout.endswith("_map1") else "twin"
 
 
 def measure(ds: data.Dataset, seeds: int, epochs: int, layouts: list[str], reps: int) -> dict:
@@ -214,7 +227,7 @@ def profile(ds: data.Dataset, seeds: int, epochs: int, layout: str, reps: int) -
     the host copies (metrics, final state). ``twin_0_epochs`` is the twin without
     training: its init and two evaluations. Medians in milliseconds.
     """
-    run_batch = 1 if layout.endswith("map1") else None
+    run_batch = run_batch_of(layout)
     cohort, keys, hparams = engine_cohort(ds, seeds, epochs, run_batch)
     axis = cohort.run_axis
     twin_fixed = make_twin(ds, 0, one_at_a_time=run_batch == 1)
@@ -261,7 +274,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[10])
     parser.add_argument("--epochs", type=int, nargs="+", default=[5])
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=None)
+    parser.add_argument("--layouts", nargs="+", type=layout_name, default=None)
     parser.add_argument(
         "--profile", action="store_true", help="also split the engine call into its pieces"
     )
