@@ -161,7 +161,9 @@ def run_batch_of(layout: str) -> int | None:
 
 
 def layout_name(text: str) -> str:
-    if text in LAYOUTS or (text.startswith("engine_map") and text[10:].isdigit()):
+    if text in LAYOUTS or (
+        text.startswith("engine_map") and text[10:].isdigit() and int(text[10:]) > 0
+    ):
         return text
     raise argparse.ArgumentTypeError(f"{text!r}: use one of {LAYOUTS} or engine_map<K>")
 
