@@ -247,3 +247,12 @@ def test_verdicts_figures_and_compare_share_one_interval():
     low, high = verdict.ci()
     np.testing.assert_allclose([band["ci_low"], band["ci_high"]], [low, high])
     np.testing.assert_allclose(paired[1:], [low, high])
+
+
+def test_bootstrap_without_usable_resamples_gives_no_interval():
+    """A bootstrap in which no resample had a usable standard error (seen with 4 seeds
+    split over conditions) has no pivots: its interval and p-values are NaN
+    (inconclusive), not a crash."""
+    interval = iv.Interval(0.3, 4, "studentized bootstrap", se=0.1, pivots=())
+    assert all(np.isnan(interval.ci())) and np.isnan(interval.p_above(0))
+    assert np.isnan(interval.p_below(0))

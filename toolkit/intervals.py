@@ -61,6 +61,8 @@ class Interval:
         if self.method == "t":
             half = sps.t.ppf(1 - a, self.df) * self.se
             return self.estimate - half, self.estimate + half
+        if not self.pivots:  # no resample had a usable SE (e.g. too few distinct seeds)
+            return math.nan, math.nan
         q_low, q_high = np.quantile(np.asarray(self.pivots), [a, 1 - a])
         return self.estimate - q_high * self.se, self.estimate - q_low * self.se
 
@@ -81,6 +83,8 @@ class Interval:
         t = (self.estimate - bound) / self.se
         if self.method == "t":
             return float(sps.t.sf(t, self.df))
+        if not self.pivots:
+            return math.nan
         pivots = np.asarray(self.pivots)
         return float((np.sum(pivots >= t) + 1) / (len(pivots) + 1))
 
@@ -101,6 +105,8 @@ class Interval:
         t = (self.estimate - bound) / self.se
         if self.method == "t":
             return float(sps.t.cdf(t, self.df))
+        if not self.pivots:
+            return math.nan
         pivots = np.asarray(self.pivots)
         return float((np.sum(pivots <= t) + 1) / (len(pivots) + 1))
 
