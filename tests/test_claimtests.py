@@ -227,6 +227,9 @@ def test_diverged_run_is_excluded_from_the_verdict():
         def summary(self):
             return self.frame.copy()
 
+        def meta(self):
+            return ResultsFolder(ROOT / "results/exp_sharp_flat/default").meta()
+
     broken = summary.copy()
     broken.loc[victim, "diverged"] = True
     broken.loc[victim, ["lambda_max", "final_test_acc"]] = [1e9, 0.0]
