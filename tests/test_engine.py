@@ -386,3 +386,22 @@ def test_measure_block_sizes():
     assert engine.measure_block(7, 2, 4) == 8  # groups of 4 on each of 2 devices
     assert engine.measure_block(5, 1, None) == 8 == engine.measure_block(8, 1, None)
     assert engine.measure_block(9, 2, None) == 16 and engine.measure_block(1, 1, None) == 1
+
+
+def test_run_keys_are_the_one_by_one_folds():
+    """The vectorized folds give bitwise the keys of folding seed by seed on the host."""
+    import jax
+
+    seeds = [0, 1, 7, 7, 2**31 + 5, 2**32 - 1] + list(range(100, 170))
+    got = engine.run_keys(42, {s: seeds for s in engine.STREAMS})
+    root = jax.random.key(42)
+    for index, stream in enumerate(engine.STREAMS):
+        want = [jax.random.fold_in(jax.random.fold_in(root, s), index) for s in seeds]
+        assert np.array_equal(
+            jax.random.key_data(got[stream]), jax.random.key_data(jnp.stack(want))
+        )
+    single = engine.fold_seeds(root, seeds[:3])
+    assert np.array_equal(
+        jax.random.key_data(single),
+        jax.random.key_data(jnp.stack([jax.random.fold_in(root, s) for s in seeds[:3]])),
+    )

@@ -62,7 +62,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -78,6 +77,7 @@ from toolkit.engine import (
     CohortSpec,
     choose_run_batch,
     estimate_memory,
+    fold_seeds,
     run_keys,
 )
 from toolkit.parallel import RunAxis
@@ -118,8 +118,7 @@ class TrainedCohort:
         seed share it across grid points: conditions compared seed by seed see the
         same probe directions, so their differences are not probe noise.
         """
-        root = jax.random.key(salt)
-        return jnp.stack([jax.random.fold_in(root, run.seed) for run in self.runs])
+        return fold_seeds(jax.random.key(salt), [run.seed for run in self.runs])
 
     def map(self, fn, run_args: tuple, shared_args: tuple = ()) -> object:
         """``fn`` applied to every run (vmapped, spread over devices); host outputs."""
