@@ -134,7 +134,7 @@ def engine_cohort(ds: data.Dataset, seeds: int, epochs: int, run_batch: int | No
         momentum=np.full(seeds, MOMENTUM),
         init_scale=np.ones(seeds),
     )
-    keys = seed_keys(seeds)  # engine.run_keys's keys, without its minutes at 10,000 seeds
+    keys = seed_keys(seeds)  # the engine's own keys
     return cohort, keys, hparams
 
 
