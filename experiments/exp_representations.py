@@ -62,18 +62,18 @@ weights and of ``Δw`` vs the null (MLPs); smoothness and edge share of the MNIS
 first-layer kernels, trained − init paired by seed; the slope of settling progress on depth
 (< 0: lower layers settle first; Zeiler & Fergus, beyond the article).
 
-Cost: default profile (4 settings × 10 seeds = 40 runs, 4 cohorts, and 2 checkpoint
-trainings per cohort inside ``measure``) 4 min 51 s wall on the 2-core CPU under light
-load from other jobs (load average ~1.5; 474 s of CPU time at 162%; measured with
-``time toolkit run exp_representations --seeds 10``); the retrain with the kernel
-statistics took 417 s of CPU time (6 min 57 s; 30 min 47 s wall under load average
-12–15 from other jobs): the added measurement costs nothing visible. The CNNs dominate (XLA's CPU
-convolutions under vmap are slow: 1-D CNN 15 s, 2-D CNN 26 s of training), then the
-compilations of the checkpoint cohorts and the probes (300 steps on 3,000–4,000
-examples × up to 1,568 features, 20 per layer). Paper profile (20 seeds, twice the
-epochs, CKA on 1,000 inputs): sized for one GPU, about a minute plus compilation (not
-measured here). Quick profile: tiny widths, 2 epochs, 2 seeds; ~2 min under load
-average 3–4 (16 small compilations).
+Cost: default profile (4 settings × 10 seeds = 40 runs, 4 cohorts, one training each:
+the checkpoints are kept by it) 5 min 10 s wall on the 2-core CPU under load average
+~3 from other jobs (341 s of CPU time at 108%, 63 s of it compiling; measured with
+``time toolkit run exp_representations --seeds 10 --no-compile-cache``). The earlier
+protocol, which trained every cohort again to each checkpoint inside ``measure``,
+took 539 s of CPU time (238 s compiling) against this one's 360 s (148 s) side by
+side under load 3–7, and wrote the same CSVs byte for byte. The CNNs dominate (their
+first chunk and training: 1-D ~50 s, 2-D ~100 s), then the probes (300 steps on
+3,000–4,000 examples × up to 1,568 features, 20 per layer). Paper profile (20 seeds,
+twice the epochs, CKA on 1,000 inputs): sized for one GPU, about a minute plus
+compilation (not measured here). Quick profile: tiny widths, 2 epochs, 2 seeds; ~2 min
+20 s under load from other jobs.
 
 Expected (Alain & Bengio 2016; science notes): on MNIST-1D probe accuracy climbs
 steeply with depth from ~32% on the raw input; on MNIST the raw pixels are already
