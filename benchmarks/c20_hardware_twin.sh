@@ -37,11 +37,14 @@ mkdir -p "$dir"
 side() { # $1: folder name; the rest: the environment of that side
   local name=$1
   shift
-  env "$@" /usr/bin/time -f "c20 twin $name side: wall %e s" timeout "$TIMEOUT" \
+  local start=$SECONDS code  # bash's own clock: the GPU image may lack /usr/bin/time
+  env "$@" timeout "$TIMEOUT" \
     python3 -m toolkit run exp_seed_variation --profile "$PROFILE" --seeds "$SEEDS" \
     --set variation=independent --set "widths=$WIDTHS" --out "$dir/$name/results" --quiet \
     >"$dir/$name.log" 2>&1
-  echo "c20 twin $name side: exit $? ($(tail -n 1 "$dir/$name.log"))"
+  code=$?
+  echo "c20 twin $name side: wall $((SECONDS - start)) s" >>"$dir/$name.log"
+  echo "c20 twin $name side: exit $code ($(tail -n 2 "$dir/$name.log" | head -n 1))"
 }
 side cpu JAX_PLATFORMS=cpu &
 side device &

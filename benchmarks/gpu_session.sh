@@ -192,8 +192,18 @@ main() { # the whole script is read before it runs: editing the file cannot dera
   step pack
   pack_results
   if [ -d "$WORK/paper_figures" ]; then
+    # the device tool returns 8 files and 64 MiB at most: figures only if they still fit
+    # (`toolkit figures` redraws them from the CSVs anyway)
     tar czf "$WORK/figures.tgz" -C "$WORK" paper_figures
-    [ "$(stat -c %s "$WORK/figures.tgz")" -le $((15 * 1024 * 1024)) ] && cp "$WORK/figures.tgz" "$OUT/"
+    local fig_bytes out_bytes
+    fig_bytes=$(stat -c %s "$WORK/figures.tgz")
+    out_bytes=$(du -sb "$OUT" | cut -f1)
+    if [ "$(ls "$OUT" | wc -l)" -le 7 ] && [ "$fig_bytes" -le $((15 * 1024 * 1024)) ] &&
+      [ $((fig_bytes + out_bytes)) -le $((60 * 1024 * 1024)) ]; then
+      cp "$WORK/figures.tgz" "$OUT/"
+    else
+      echo "figures.tgz left out ($fig_bytes bytes; $OUT holds $(ls "$OUT" | wc -l) files)"
+    fi
   fi
   du -sh "$cache/jax" 2>/dev/null | sed 's/^/compile cache: /'
   column -t -s $'\t' "$PARTS" 2>/dev/null || cat "$PARTS"

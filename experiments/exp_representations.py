@@ -340,7 +340,10 @@ def _measurements(model, evaluate, config: Config, num_classes: int):
             "cka_init": pair(grams[0], grams[0]),
             "cka_trained": pair(grams[-1], grams[-1]),
             "cka_time": over_time,  # (layers + 1, checkpoints)
-            "checkpoint_train_loss": jnp.stack(checkpoint_loss),  # (intermediate checkpoints,)
+            # (intermediate checkpoints,): none when the run is too short to have one
+            "checkpoint_train_loss": jnp.stack(checkpoint_loss)
+            if checkpoint_loss
+            else jnp.zeros(0),
         }
 
     return per_run

@@ -93,7 +93,7 @@ from toolkit import models
 from toolkit.claimtests import Test, per_seed, rank, usable
 from toolkit.data import steps_per_epoch
 from toolkit.engine import CohortSpec, per_example_loss
-from toolkit.results import ResultsFolder
+from toolkit.results import ResultsError, ResultsFolder
 from toolkit.spec import Count, NonNegative, Positive, RunConfig
 
 CLAIMS = ("C18", "C08")
@@ -306,8 +306,13 @@ def measure(trained) -> dict:
 # ----- analysis --------------------------------------------------------------------------
 def _train_size(results: ResultsFolder) -> int:
     """Training examples of the folder's dataset, from its meta.json (mnist1d: 4,000)."""
-    sizes = [d["sizes"]["train"] for d in results.meta().get("datasets", {}).values()]
-    return sizes[0] if len(sizes) == 1 else 4000
+    sizes = {d["sizes"]["train"] for d in results.meta().get("datasets", {}).values()}
+    if len(sizes) != 1:
+        raise ResultsError(
+            f"{results.path / 'meta.json'} names {len(sizes)} training-set sizes; the analysis "
+            "needs one dataset per results folder (rerun it with one dataset)"
+        )
+    return sizes.pop()
 
 
 def _with_derived(summary: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -146,7 +146,7 @@ def test_a_cohort_and_its_programs_die_with_it(dataset):
         gc.collect()
         assert refs[-1]() is None
     assert list(axis._mapped.keys()) == [_squared_norm]
-    (program,) = axis._mapped[_squared_norm].values()
+    (program,) = axis._mapped[_squared_norm][1].values()
     assert program._cache_size() == 1  # compiled once for both cohorts
     assert np.array_equal(norms[0], norms[1])
 
@@ -173,3 +173,26 @@ def test_pending_cohort_keeps_its_checkpoints(tmp_path):
             loaded.checkpoints[epoch]["params"]["Dense_0"]["kernel"],
             result.checkpoints[epoch]["params"]["Dense_0"]["kernel"],
         )
+
+
+class _Scaler:
+    def __init__(self, factor: float):
+        self.factor = factor
+
+    def apply(self, x):
+        return self.factor * x
+
+
+def test_equal_bound_methods_share_a_program_that_outlives_the_first():
+    """Two bound methods of one object are equal, so the second finds the program cached
+    for the first; dropping the first must not leave that program without its function."""
+    axis = RunAxis()
+    scaler = _Scaler(3.0)
+    x = axis.put_runs(jnp.ones((axis.num_devices, 2)))
+    first = axis.map_runs(scaler.apply, 1)
+    first(x)
+    second = axis.map_runs(scaler.apply, 1)  # a new, equal bound-method object
+    del first
+    gc.collect()
+    y = axis.put_runs(jnp.ones((axis.num_devices, 5)))  # a new shape: traces again
+    assert np.array_equal(np.asarray(second(y)), 3.0 * np.ones((axis.num_devices, 5)))

@@ -184,8 +184,9 @@ class CompileClock:
 
     Fed by listeners on JAX's monitoring events, so it times exactly the compiles
     JAX does: ``trace_s`` + ``lower_s`` + ``backend_s`` = ``total_s``; ``programs``
-    counts backend compiles and ``cache_hits`` those served by the persistent cache.
-    Compiles run on the calling thread, so a clock measures its own block's work.
+    counts backend compile stages, a persistent-cache read included, and
+    ``cache_hits`` those the cache served. The listeners feed every open clock, from
+    any thread: the toolkit compiles on one thread, where a clock measures its block.
     """
 
     def __init__(self) -> None:

@@ -532,12 +532,14 @@ class Cohort:
         """Host outputs of ``fn`` applied to every run (a measurement, say), mapped and
         spread over devices like training: ``run_args`` carry the run axis.
 
-        The runs go through in blocks of a fixed size (:func:`measure_block`), so the
-        program's shape does not depend on how many runs the cohort has: a measurement
-        function built once per architecture compiles once for every cohort of that
-        architecture, whatever their sizes (and its persistent-cache entry serves them
-        all). A block's padding repeats its first run; on a CPU (one run at a time) the
-        blocks are one run per device and a run's values are the same in any block.
+        The runs go through in blocks (:func:`measure_block`) whose size barely depends
+        on the cohort's: on a CPU (one run at a time) a block is one run per device, so a
+        measurement function built once per architecture compiles once for every cohort
+        of that architecture, whatever their sizes, and a run's values are the same in
+        any block; vmapped (a GPU), all runs at once padded up to a power of two per
+        device, so cohorts of 17 to 32 runs share one program. A block's padding repeats
+        its first run and is computed: up to 2× the measurement arithmetic, traded for
+        compiles that cost tens of seconds each on a GPU (``benchmarks/README.md``).
         """
         num_runs = len(jax.tree_util.tree_leaves(run_args)[0])
         axis = self.run_axis

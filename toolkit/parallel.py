@@ -49,7 +49,7 @@ class RunAxis:
     def __init__(self, devices: Sequence[jax.Device] | None = None):
         self.devices = list(devices) if devices is not None else jax.devices()
         self.mesh = Mesh(np.array(self.devices), (RUNS,))
-        # function → {(num_run_args, run_batch): program}, held weakly (module docstring)
+        # function → (weak ref to it, {(num_run_args, run_batch): program}), held weakly
         self._mapped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
@@ -88,13 +88,17 @@ class RunAxis:
         with the same function (and shapes) does not recompile; the returned callable
         holds ``fn``, so the program lives at least as long as the caller keeps it.
         """
-        by_layout = self._mapped.setdefault(fn, {})
+        if fn not in self._mapped:
+            # The cached programs reach ``fn`` through a weak reference: a strong one
+            # from the cache's value would keep its weak key alive forever.
+            self._mapped[fn] = (weakref.ref(fn), {})
+        # An equal function (two bound methods of one object compare equal) finds the
+        # entry of the first; the caller holds that one, the one its programs trace.
+        owner_ref, by_layout = self._mapped[fn]
         layout = (num_run_args, run_batch)
         if layout not in by_layout:
-            # The cached program reaches ``fn`` through a weak reference: a strong one
-            # from the cache's value would keep its weak key alive forever.
-            by_layout[layout] = self._build(weakref.ref(fn), num_run_args, run_batch, ())
-        return _Holding(by_layout[layout], fn)
+            by_layout[layout] = self._build(owner_ref, num_run_args, run_batch, ())
+        return _Holding(by_layout[layout], owner_ref())
 
     def program(
         self,

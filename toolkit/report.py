@@ -420,8 +420,9 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
         "The `paper` profiles rerun each experiment at the scale its claims need "
         "(more seeds; larger data, wider or deeper models where the claim is about "
         "scale; each experiment's docstring says what), on a GPU "
-        "(`benchmarks/gpu_session.sh`). Their twenty primaries are their own Holm "
-        f"family. Run so far: {len(ran)} of {len(default)} experiments"
+        "(`benchmarks/gpu_session.sh`). Their primaries are their own Holm family, over "
+        "the experiments run so far (the family, and so the adjusted p-values, grows as "
+        f"more are run). Run so far: {len(ran)} of {len(default)} experiments"
         + (f" ({', '.join(f'`{n}`' for n in sorted(ran))})." if ran else ".")
     )
     rows = []

@@ -366,6 +366,8 @@ def _run_locked(
         hparams = {h: np.array([r.config.hparams()[h] for r in cohort_runs]) for h in HPARAMS}
         pending = _pending_key(cohort_runs)
         result = _load_pending(folder, pending, cohort_runs) if reuse else None
+        if result is not None and not set(spec.checkpoints) <= set(result.checkpoints):
+            result = None  # kept without the checkpoints this measurement needs: retrain
         with distributed.CompileClock() as training_compiles:
             if result is None:
                 epochs_seen = 0
