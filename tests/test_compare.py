@@ -227,6 +227,18 @@ def test_version_line_reads_every_cohort_and_says_when_only_the_device_differs(t
     assert C.compare(cpu, mixed).environment == (
         "versions differ: jax 0.11.2 → 0.11.2, 0.10.2; device cpu"
     )
+
+    # two CPU hosts with other vector extensions: the same software, another device
+    def on_host(model, features):
+        host = {"model": model, "features": features}
+        trained_on = {"versions": software, "device_kind": "cpu", "host_cpu": host}
+        return {"versions": software, "device_kind": "cpu", "cohorts": [{"trained_on": trained_on}]}
+
+    amd = _folder(tmp_path / "amd", _summary(), meta=on_host("AMD EPYC", ["avx2", "avx512f"]))
+    old = _folder(tmp_path / "old", _summary(), meta=on_host("Intel Xeon", ["avx2"]))
+    assert C.compare(old, amd).environment.endswith(
+        "device cpu (Intel Xeon; avx2) → cpu (AMD EPYC; avx2+avx512f)"
+    )
     bare = _folder(tmp_path / "bare", _summary())  # no versions recorded: no line
     assert C.compare(bare, bare).environment == ""
     assert "versions" not in C.format_report(C.compare(bare, bare))

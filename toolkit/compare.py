@@ -527,9 +527,15 @@ def environment(side: Side) -> dict[str, list[str]]:
         entries = dict(source.get("versions") or {})
         if source.get("device_kind"):
             entries["device"] = source["device_kind"]
+            host = source.get("host_cpu")
+            if source["device_kind"] == "cpu" and host:  # CPU numbers depend on the host
+                entries["device"] = f"cpu ({host['model']}; {'+'.join(host['features'])})"
         for name, version in entries.items():
             if version not in (None, "") and str(version) not in found.setdefault(name, []):
                 found[name].append(str(version))
+    devices = found.get("device", [])
+    if "cpu" in devices and any(d.startswith("cpu (") for d in devices):
+        devices.remove("cpu")  # the folder-level kind; its cohorts name the host
     return found
 
 

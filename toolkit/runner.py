@@ -647,6 +647,7 @@ def _machine_meta(run_axis: RunAxis, deterministic: bool, command: str) -> dict:
         "deterministic": deterministic,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compile_cache": distributed.cache_location(),
+        "host_cpu": host_cpu(),
         "versions": {
             "python": platform.python_version(),
             "jax": jax.__version__,
@@ -655,6 +656,38 @@ def _machine_meta(run_axis: RunAxis, deterministic: bool, command: str) -> dict:
             "numpy": np.__version__,
         },
     }
+
+
+#: CPU vector extensions XLA's CPU code generator picks kernels by: two hosts that differ
+#: in them can give a CPU run different float rounding from the same software.
+CPU_FEATURES = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "amx_tile",
+    "asimd",
+    "sve",
+)
+
+
+def host_cpu() -> dict:
+    """The host CPU's model and vector extensions (Linux ``/proc/cpuinfo``; else the
+    platform's processor string): a CPU run's numbers depend on them."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "cpu model") and model in ("", platform.machine()):
+                model = value.strip()
+            elif key in ("flags", "features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "features": [f for f in CPU_FEATURES if f in flags]}
 
 
 def _static_meta(experiment, profile, overrides, seeds, run_axis: RunAxis) -> dict:
