@@ -141,7 +141,7 @@ class Config(RunConfig):
     def run_epochs(self) -> int:
         if self.budget == "epochs":
             return self.budget_epochs
-        per_epoch = steps_per_epoch(len(datasets.load(self.dataset).y_train), self.batch_size)
+        per_epoch = steps_per_epoch(datasets.train_size(self.dataset), self.batch_size)
         cap = self.matched_max_steps_fixed if self.lr_policy == "fixed" else self.matched_max_steps
         epochs = max(self.matched_min_epochs, math.ceil(cap / per_epoch))
         # A round number has divisors, so evaluations (and stop checks) stay evenly spaced.

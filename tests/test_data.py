@@ -61,3 +61,10 @@ def test_sized_builder_refuses_sizes_the_generator_cannot_make(cache, split):
     train, val, test = split
     with pytest.raises(ValueError, match="multiples of 10"):
         data.mnist1d_sized("bad", train=train, val=val, test=test)
+
+
+def test_train_size_matches_the_generated_arrays():
+    for name in ("mnist1d", "mnist5k"):
+        dataset = data.load(name)
+        assert data.outline(name) == (len(dataset.y_train), tuple(dataset.input_shape))
+    assert data.train_size("mnist1d_40k") == 40_000  # known without generating it

@@ -83,6 +83,26 @@ def is_file(name: str) -> bool:
     return isinstance(name, str) and name.endswith(FILE_SUFFIX)
 
 
+def train_size(name: str) -> int:
+    """Training examples of a dataset, without generating a registered one."""
+    return outline(name)[0]
+
+
+def outline(name: str) -> tuple[int, tuple[int, ...]]:
+    """(training examples, one input's shape) of a dataset, without generating a
+    registered one: validating or planning a profile must not build 53,000 MNIST-1D
+    samples. A file, or a dataset not listed here, is loaded."""
+    known = {
+        "mnist1d": (MNIST1D_SPLIT["train"], (40,)),
+        "mnist1d_40k": (MNIST1D_40K_SPLIT["train"], (40,)),
+        "mnist5k": (MNIST5K_SPLIT["train"], (784,)),
+    }
+    if not is_file(name) and name in known:
+        return known[name]
+    dataset = load(name)
+    return len(dataset.y_train), tuple(dataset.input_shape)
+
+
 def load(name: str) -> Dataset:
     """The dataset called ``name``, or the arrays of the ``.npz`` file at that path
     (built once per process, then memoized)."""

@@ -225,7 +225,7 @@ def cost(runs: Sequence[Run]) -> dict:
     steps = epochs = 0
     for run in runs:
         spec = run.config.cohort_spec()
-        n_train = len(datasets.load(spec.dataset).y_train)
+        n_train = datasets.train_size(spec.dataset)
         epochs += spec.epochs
         steps += spec.epochs * spec.steps_per_epoch(n_train)
     return {

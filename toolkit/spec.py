@@ -298,8 +298,7 @@ class RunConfig:
             schedule(spec.epochs, spec.history_points)
         except ScheduleError as err:
             raise SpecError(str(err)) from None
-        data = datasets.load(spec.dataset)
-        num_train = len(data.y_train)
+        num_train, input_shape = datasets.outline(spec.dataset)
         if spec.batch_size > num_train:
             raise SpecError(
                 f"batch_size={spec.batch_size} is larger than the training set of "
@@ -311,7 +310,7 @@ class RunConfig:
                     f"{name}={getattr(spec, name)} is more than the training set of "
                     f"{spec.dataset} ({num_train} examples); use 0 (off) … {num_train}"
                 )
-        features = math.prod(data.input_shape)
+        features = math.prod(input_shape)
         if spec.model == "cnn2d" and math.isqrt(features) ** 2 != features:
             raise SpecError(
                 f"model cnn2d needs square images; {spec.dataset} has {features} features "
