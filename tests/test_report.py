@@ -115,6 +115,6 @@ def test_paper_profile_shown_beside_default(one_experiment):
     )
     after = scale_rows(report.build(one_experiment).markdown())
     assert set(after) == set(before)
-    for claim, cells in after.items():
+    for cells in after.values():
         assert cells[-1] == cells[3]  # the same numbers under both names: the same verdict
         assert cells[-2].startswith(cells[2]) and cells[-2].endswith(", cpu")
