@@ -175,7 +175,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("pin_seed_below", _set("pin_init_seed=-2"), "pin_init_seed must be ≥ -1"),
     ("stop_loss_negative", _set("stop_train_loss=-1"), "stop_train_loss must be ≥ 0"),
     # --- run: names from the registries ---
-    ("dataset_unknown", _set("dataset=nope"), "dataset must be one of: mnist1d, mnist1d_40k, mnist5k"),
+    (
+        "dataset_unknown",
+        _set("dataset=nope"),
+        "dataset must be one of: mnist1d, mnist1d_40k, mnist5k",
+    ),
     ("model_unknown", _set("model=nope"), "model must be one of: mlp, cnn, cnn2d"),
     ("optimizer_unknown", _set("optimizer=nope"), "one of: sgd, nesterov, adam"),
     ("activation_unknown", _set("activation=nope"), "one of: relu, tanh, gelu, linear"),
