@@ -192,11 +192,7 @@ def measure(ds: data.Dataset, seeds: int, epochs: int, layouts: list[str], reps:
     median = {name: statistics.median(w) for name, w in walls.items()}
     base = "twin"  # main() always measures it
     return {
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "seeds": seeds,
-        "epochs": epochs,
-        "reps": reps,
+        **_header(seeds, epochs, reps),
         "median_wall_s": {k: round(v, 4) for k, v in median.items()},
         "all_wall_s": {k: [round(x, 4) for x in v] for k, v in walls.items()},
         "seed_steps_per_s": {k: round(seed_steps / v) for k, v in median.items()},
@@ -261,13 +257,21 @@ def profile(ds: data.Dataset, seeds: int, epochs: int, layout: str, reps: int) -
         if rep == 0:
             times.clear()
     return {
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
+        **_header(seeds, epochs, reps),
         "profile": layout,
+        "median_ms": {k: round(statistics.median(v), 3) for k, v in times.items()},
+    }
+
+
+def _header(seeds: int, epochs: int, reps: int) -> dict:
+    """What every output line starts with: the device, jax, and the call's size."""
+    device = jax.devices()[0].device_kind
+    return {
+        "device": device,
+        "jax": jax.__version__,
         "seeds": seeds,
         "epochs": epochs,
         "reps": reps,
-        "median_ms": {k: round(statistics.median(v), 3) for k, v in times.items()},
     }
 
 
