@@ -109,10 +109,15 @@ main() { # the whole script is read before it runs: editing the file cannot dera
   if [ -d .cache/datasets ]; then mkdir -p "$cache" && cp -n .cache/datasets/*.npz "$cache"/ 2>/dev/null; fi
   datasets() { python3 -c "from toolkit import data; [print(n, data.load(n).content_hash) for n in '$*'.split()]"; }
   datasets mnist1d mnist5k
-  # Folders of this profile already in the working tree (a cut-off session's, extracted
-  # into results/) resume: their finished cohorts are not trained again.
+  # Folders of this profile already in the working tree that a GPU trained (a cut-off
+  # session's, extracted into results/) resume: their finished cohorts are not trained
+  # again. Folders a CPU trained (paper profiles affordable on a laptop are committed from
+  # one) are trained again here, so that each experiment's GPU wall time is measured.
   for folder in results/*/"$PROFILE"; do
     [ -d "$folder" ] || continue
+    if ! grep -q '"backend": "gpu"' "$folder/meta.json" 2>/dev/null; then
+      echo "not resuming $folder (not trained on a GPU)"; continue
+    fi
     mkdir -p "$WORK/$(dirname "$folder")" && cp -r "$folder" "$WORK/$(dirname "$folder")/"
     echo "resuming $folder"
   done

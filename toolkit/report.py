@@ -411,7 +411,7 @@ def _estimate_text(row) -> str:
 
 def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) -> None:
     """Each claim's primary under the ``default`` profile beside the ``paper`` profile
-    (more seeds, larger data or models, run on a GPU), where that has been run."""
+    (more seeds, larger data or models), where that has been run, and on what device."""
     doc.heading(2, "At paper scale")
     ran = {f.experiment.name: f for f in paper}
     doc.para(
@@ -419,9 +419,11 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
         "`default` profile and under the `paper` profile. "
         "The `paper` profiles rerun each experiment at the scale its claims need "
         "(more seeds; larger data, wider or deeper models where the claim is about "
-        "scale; each experiment's docstring says what), on a GPU "
-        "(`benchmarks/gpu_session.sh`). Their primaries are their own Holm family, over "
-        "the experiments run so far (the family, and so the adjusted p-values, grows as "
+        "scale; each experiment's docstring says what), meant for a GPU "
+        "(`benchmarks/gpu_session.sh`); those small enough were also run on a CPU, "
+        "and the device column says where each was trained. Their primaries are their "
+        "own Holm family, over the experiments run so far (the family, and so the "
+        "adjusted p-values, grows as "
         f"more are run). Run so far: {len(ran)} of {len(default)} experiments"
         + (f" ({', '.join(f'`{n}`' for n in sorted(ran))})." if ran else ".")
     )
