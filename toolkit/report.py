@@ -420,7 +420,7 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
         "The `paper` profiles rerun each experiment at the scale its claims need "
         "(more seeds; larger data, wider or deeper models where the claim is about "
         "scale; each experiment's docstring says what), meant for a GPU "
-        "(`benchmarks/gpu_session.sh`); those small enough were also run on a CPU, "
+        "(`benchmarks/gpu_session.sh`); those small enough for a CPU were run on one, "
         "and the device column says where each was trained. Their primaries are their "
         "own Holm family, over the experiments run so far (the family, and so the "
         "adjusted p-values, grows as "
@@ -437,8 +437,7 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
         if there is None:
             paper_cells = ["not run yet", "—"]
         else:
-            meta = there[0].folder.meta()
-            device = meta.get("device_kind", "?")
+            device = _device_text(there[0].folder.meta())
             paper_cells = [
                 f"{_estimate_text(there[1])}, {device}",
                 _verdict_text(there[1]),
@@ -452,6 +451,15 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
          "paper: estimate [CI] (n), device", "paper verdict"],
         rows,
     )  # fmt: skip
+
+
+def _device_text(meta: dict) -> str:
+    """The device kind that trained a results folder; for a CPU, the host's model too
+    (recorded per cohort), since CPU numbers depend on it."""
+    kind = meta.get("device_kind", "?")
+    hosts = {c.get("trained_on", {}).get("host_cpu", {}).get("model") for c in meta["cohorts"]}
+    hosts.discard(None)
+    return f"{kind} ({', '.join(sorted(hosts))})" if kind == "cpu" and hosts else kind
 
 
 def _hardware_section(doc: Doc, results: Path, profile: str, found) -> None:
