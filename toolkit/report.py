@@ -423,8 +423,11 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
         "(`benchmarks/gpu_session.sh`); those small enough for a CPU were run on one, "
         "and the device column says where each was trained. Their primaries are their "
         "own Holm family, over the experiments run so far (the family, and so the "
-        "adjusted p-values, grows as "
-        f"more are run). Run so far: {len(ran)} of {len(default)} experiments"
+        "adjusted p-values, grows as more are run). Where a `paper` profile also widens "
+        "the grid or the model (more init scales, widths, layers or examples), its "
+        "statistic is taken over a different set of conditions, so the two estimates "
+        "need not agree within their intervals: compare the verdicts. "
+        f"Run so far: {len(ran)} of {len(default)} experiments"
         + (f" ({', '.join(f'`{n}`' for n in sorted(ran))})." if ran else ".")
     )
     rows = []
