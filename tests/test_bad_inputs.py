@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from toolkit import runner, spec
+from toolkit import results, runner, spec
 from toolkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -380,7 +380,7 @@ def test_sharp_flat_figures_tolerate_a_subset_without_usable_runs(tmp_path):
     assert (summary["stopped_epoch"] < 0).all()  # the premise: it never reached the target
     summary.to_csv(folder / "summary.csv", index=False)
     for name in ("history", "slices", "contours"):
-        table = pd.read_csv(shipped / f"{name}.csv")
+        table = results.read_csv(shipped / f"{name}.csv")  # plain or .csv.gz
         table[table["run_id"].isin(summary["run_id"])].to_csv(folder / f"{name}.csv", index=False)
     result = _invoke(["figures", "exp_sharp_flat", "--out", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output

@@ -334,3 +334,20 @@ def test_measurement_keys_come_from_the_seed_alone():
     assert (data(a[2]) == data(b[0])).all()  # the place in the cohort does not matter
     assert not (data(a[0]) == data(a[1])).all()
     assert not (data(Trained([2]).run_keys(8)[0]) == data(b[0])).all()  # the salt does
+
+
+def test_a_large_table_is_written_gzipped_and_reads_back_the_same(tmp_path):
+    """Tables over GZIP_BYTES of CSV text are stored as .csv.gz (the plain file removed),
+    back as plain text when they shrink; summary and verdicts always stay plain."""
+    folder = results.ResultsFolder(tmp_path)
+    rows = results.GZIP_BYTES // 10 + 1  # over 10 bytes a row
+    big = pd.DataFrame({"run_id": [f"r{i:06d}" for i in range(rows)], "x": range(rows)})
+    assert len(results.frame_bytes(big)) > results.GZIP_BYTES
+    folder.write_table("slices", big)
+    folder.write_table("summary", big)
+    assert (tmp_path / "slices.csv.gz").exists() and not (tmp_path / "slices.csv").exists()
+    assert (tmp_path / "summary.csv").exists() and not (tmp_path / "summary.csv.gz").exists()
+    pd.testing.assert_frame_equal(folder.table("slices"), big)
+    folder.write_table("slices", big.head(10))
+    assert (tmp_path / "slices.csv").exists() and not (tmp_path / "slices.csv.gz").exists()
+    pd.testing.assert_frame_equal(folder.table("slices"), big.head(10))

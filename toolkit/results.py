@@ -1,8 +1,9 @@
 """The results folder: tidy CSVs and ``meta.json`` with a schema version.
 
 ``results/<experiment>/<profile>/`` holds ``summary.csv`` (one row per run),
-``history.csv`` (one row per run × evaluated epoch; ``history.csv.gz`` when large),
-``verdicts.csv`` and ``meta.json``; experiments that ask for it also keep each run's
+``history.csv`` (one row per run × evaluated epoch), ``verdicts.csv`` and ``meta.json``
+(any table but summary and verdicts is ``<name>.csv.gz`` when its text is over 300 kB,
+so committed results stay small); experiments that ask for it also keep each run's
 final parameters as ``params/<run_id>.npz`` (:func:`save_params`). Every write is
 atomic (temporary file, flushed to disk, then rename) and happens under a file lock,
 merging with what is already there. Rows are kept in a canonical order so the same
@@ -44,7 +45,10 @@ from toolkit import schema
 from toolkit.schema import ResultsError, SchemaError  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 1
-GZIP_ROWS = 20_000  # a history with more rows is stored as .csv.gz
+#: A table whose CSV text is larger is stored as .csv.gz (pandas reads it directly), so
+#: committed results stay small; summary and verdicts stay plain text for any reader.
+GZIP_BYTES = 300_000
+PLAIN = ("summary.csv", "verdicts.csv")
 FLOAT_FORMAT = "%.8g"
 #: meta.json key listing the runs whose files are all written (the manifest).
 MANIFEST = "done_run_ids"
@@ -84,9 +88,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def frame_bytes(frame: pd.DataFrame, gzipped: bool = False) -> bytes:
-    text = frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode()
-    return gzip.compress(text, mtime=0) if gzipped else text
+def frame_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode()
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -187,12 +190,12 @@ class ResultsFolder:
                 if frame.empty:
                     continue
                 merged = _merge(self.table(name), frame, order + ["epoch"] * (name == "history"))
-                self._write_frame(f"{name}.csv", merged, gz=len(merged) > GZIP_ROWS)
+                self._write_frame(f"{name}.csv", merged)
 
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
         """Replace the whole table ``<name>.csv`` (tables not keyed by run)."""
         with self.lock():
-            self._write_frame(f"{name}.csv", frame, gz=len(frame) > GZIP_ROWS)
+            self._write_frame(f"{name}.csv", frame)
 
     def clear(self) -> None:
         """Remove previous result tables and saved parameters (``--force``).
@@ -266,7 +269,7 @@ class ResultsFolder:
                 if "run_id" not in frame or frame["run_id"].isin(done).all():
                     continue
                 kept = frame[frame["run_id"].isin(done)].reset_index(drop=True)
-                self._write_frame(f"{name}.csv", kept, gz=len(kept) > GZIP_ROWS)
+                self._write_frame(f"{name}.csv", kept)
                 touched.append(f"{name}.csv")
             for path in self.path.glob(f"{PARAMS_DIR}/*.npz"):
                 if path.stem not in done:
@@ -378,10 +381,12 @@ class ResultsFolder:
             atomic_write_bytes(self.path / "meta.json", payload.encode())
             return meta
 
-    def _write_frame(self, name: str, frame: pd.DataFrame, gz: bool = False) -> None:
+    def _write_frame(self, name: str, frame: pd.DataFrame) -> None:
+        text = frame_bytes(frame)
+        gz = name not in PLAIN and len(text) > GZIP_BYTES
         target = self.path / (f"{name}.gz" if gz else name)
         stale = self.path / (name if gz else f"{name}.gz")
-        atomic_write_bytes(target, frame_bytes(frame, gzipped=gz))
+        atomic_write_bytes(target, gzip.compress(text, mtime=0) if gz else text)
         stale.unlink(missing_ok=True)
 
 
