@@ -50,7 +50,7 @@ LOSSES = ("delta_final_train_loss", "delta_final_test_loss", "delta_final_test_a
 def provenance(folder_a: Path, folder_b: Path) -> dict:
     """Device kind and versions of each side, and whether the software is the same."""
     a, b = cmp.load_side(folder_a, "A"), cmp.load_side(folder_b, "B")
-    env = {side.label: cmp.environment(side) for side in (a, b)}
+    env = {side.label: cmp.environment(side.meta) for side in (a, b)}
     differ, _, device = cmp.version_differences(a, b)
     return {
         "a": {name: ", ".join(values) for name, values in env["A"].items()},

@@ -115,7 +115,8 @@ main() { # the whole script is read before it runs: editing the file cannot dera
   # one) are trained again here, so that each experiment's GPU wall time is measured.
   for folder in results/*/"$PROFILE"; do
     [ -d "$folder" ] || continue
-    if ! grep -q '"backend": "gpu"' "$folder/meta.json" 2>/dev/null; then
+    if ! python3 -c "import json, sys; sys.exit(json.load(open(sys.argv[1]))['backend'] != 'gpu')" \
+        "$folder/meta.json" 2>/dev/null; then
       echo "not resuming $folder (not trained on a GPU)"; continue
     fi
     mkdir -p "$WORK/$(dirname "$folder")" && cp -r "$folder" "$WORK/$(dirname "$folder")/"

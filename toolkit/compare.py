@@ -517,11 +517,11 @@ def _setting_notes(a: Side, b: Side, settings: set[str]) -> list[str]:
 VERSION_ORDER = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "python")
 
 
-def environment(side: Side) -> dict[str, list[str]]:
-    """Package → the versions that made a side's numbers, and ``device`` → its device
-    kinds, from meta.json: the folder's ``versions`` and ``device_kind`` and those of
+def environment(meta: dict) -> dict[str, list[str]]:
+    """Package → the versions that made a folder's numbers, and ``device`` → its device
+    kinds, from its meta.json: the folder's ``versions`` and ``device_kind`` and those of
     every cohort's ``trained_on`` (a folder resumed elsewhere has several)."""
-    sources = [side.meta] + [c.get("trained_on", {}) for c in side.meta.get("cohorts", [])]
+    sources = [meta] + [c.get("trained_on", {}) for c in meta.get("cohorts", [])]
     found: dict[str, list[str]] = {}
     for source in sources:
         entries = dict(source.get("versions") or {})
@@ -544,7 +544,7 @@ def version_differences(a: Side, b: Side) -> tuple[list[str], list[str], str]:
     versions differ, "jax 0.11.2" per package that is the same (packages recorded on
     one side only are left out), and "cpu → NVIDIA H200", or the one device kind of
     both sides ("" when a side records none)."""
-    env_a, env_b = environment(a), environment(b)
+    env_a, env_b = environment(a.meta), environment(b.meta)
     shared = [n for n in env_a if n in env_b and n != "device"]
     ordered = [n for n in VERSION_ORDER if n in shared] + sorted(set(shared) - set(VERSION_ORDER))
     differ, same = [], []

@@ -458,12 +458,9 @@ def _scale_section(doc: Doc, claims: list[Claim], default: list, paper: list) ->
 
 
 def _device_text(meta: dict) -> str:
-    """The device kind that trained a results folder; for a CPU, the host's model too
-    (recorded per cohort), since CPU numbers depend on it."""
-    kind = meta.get("device_kind", "?")
-    hosts = {c.get("trained_on", {}).get("host_cpu", {}).get("model") for c in meta["cohorts"]}
-    hosts.discard(None)
-    return f"{kind} ({', '.join(sorted(hosts))})" if kind == "cpu" and hosts else kind
+    """The devices that trained a results folder, named as `toolkit compare` names them
+    (a CPU with its host's model and vector extensions, since CPU numbers depend on them)."""
+    return ", ".join(cmp.environment(meta).get("device", ["?"]))
 
 
 def _hardware_section(doc: Doc, results: Path, profile: str, found) -> None:
